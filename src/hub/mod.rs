@@ -1,0 +1,3 @@
+//! The Snapchain side: protocol helpers, the gRPC client, message verification and the dev hub.
+
+pub mod ids;
