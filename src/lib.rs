@@ -2,3 +2,5 @@
 //! via Redis Streams, and serves it over REST and MCP.
 
 pub mod config;
+pub mod logging;
+pub mod metrics;
