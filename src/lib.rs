@@ -1,6 +1,7 @@
 //! Waypoint: keeps a PostgreSQL replica of the Farcaster network in sync with a Snapchain node
 //! via Redis Streams, and serves it over REST and MCP.
 
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod metrics;
