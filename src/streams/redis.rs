@@ -55,9 +55,12 @@ impl Redis {
         let client = config.client().map_err(StreamsError::InvalidUrl)?;
         let target = describe_target(&config.url);
         // Probe with single attempts so each failure is logged, then build the manager.
+        let probe_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_ATTEMPT_TIMEOUT))
+            .set_response_timeout(Some(config.response_timeout()));
         let probe = || async {
             let mut connection = client
-                .get_multiplexed_async_connection_with_config(&blocking_connection_config())
+                .get_multiplexed_async_connection_with_config(&probe_config)
                 .await?;
             redis::cmd("PING")
                 .query_async::<()>(&mut connection)
