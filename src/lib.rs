@@ -1,4 +1,12 @@
-//! Waypoint: a PostgreSQL replica of the Farcaster network, fed from a Snapchain node.
+//! Waypoint: keeps a PostgreSQL replica of the Farcaster network in sync with a Snapchain node
+//! via Redis Streams, and serves it over REST and MCP.
 
+pub mod cli;
+pub mod config;
 pub mod hub;
+pub mod logging;
+pub mod metrics;
 pub mod replica;
+pub(crate) mod startup;
+pub mod store;
+pub mod streams;

@@ -1,0 +1,374 @@
+//! The command line: argument definitions and one function per command.
+//!
+//! `main` parses [`Cli`], loads the configuration, sets up logging and calls [`run`], which
+//! dispatches to the command. Commands write their results to stdout and diagnostics to
+//! stderr. Exit codes: 0 success, 1 runtime failure, 2 usage error or a command this build
+//! does not provide yet, 78 invalid configuration.
+
+mod config_check;
+mod migrate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigErrors};
+
+/// Exit code of a command that is not available in this build.
+pub const EXIT_NOT_AVAILABLE: u8 = 2;
+/// Exit code of an invalid configuration (`EX_CONFIG` from sysexits.h).
+pub const EXIT_INVALID_CONFIG: u8 = 78;
+
+/// Keeps a PostgreSQL replica of the Farcaster network in sync with a Snapchain node.
+#[derive(Debug, Parser)]
+#[command(name = "waypoint", version, propagate_version = true)]
+#[command(
+    after_help = "Configuration: defaults, then the TOML file (--config or \
+    WAYPOINT_CONFIG), then environment variables WAYPOINT_<SECTION>__<KEY>.\n\
+    Exit codes: 0 success, 1 failure, 2 usage error or command not available, 78 invalid \
+    configuration."
+)]
+pub struct Cli {
+    /// TOML configuration file [default: $WAYPOINT_CONFIG]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (producer, consumer, or both)
+    Start(StartArgs),
+    /// Create the database if needed and apply pending migrations
+    Migrate,
+    /// Inspect the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Load history from the hub into PostgreSQL
+    #[command(subcommand)]
+    Backfill(BackfillCommand),
+    /// Inspect and replay dead-lettered stream entries
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Model Context Protocol server
+    #[command(subcommand)]
+    Mcp(McpCommand),
+    /// Run a development hub for local testing
+    Devhub(RawArgs),
+    /// Benchmarks that print figures
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `waypoint start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Which part of the pipeline this process runs
+    #[arg(value_enum, default_value_t = Role::Both)]
+    pub role: Role,
+    /// Also run backfill workers in this process
+    #[arg(long)]
+    pub backfill: bool,
+}
+
+/// The part of the pipeline a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Hub → Redis and Redis → PostgreSQL
+    Both,
+    /// Hub → Redis (subscribers, publishers, gap repair)
+    Producer,
+    /// Redis → PostgreSQL, plus the APIs
+    Consumer,
+}
+
+/// `waypoint config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration and print it with secrets masked; list every problem otherwise
+    Check,
+}
+
+/// `waypoint backfill ...`.
+#[derive(Debug, Subcommand)]
+pub enum BackfillCommand {
+    /// Per-FID backfill through the Redis job queue
+    #[command(subcommand)]
+    Fid(FidCommand),
+    /// Backfill on-chain events
+    OnchainEvents(OnchainEventsArgs),
+}
+
+/// `waypoint backfill fid ...`.
+#[derive(Debug, Subcommand)]
+pub enum FidCommand {
+    /// Queue backfill jobs for FIDs
+    Queue(QueueArgs),
+    /// Process queued backfill jobs
+    Worker(WorkerArgs),
+    /// Show the queue: pending, in progress, failed
+    Inspect,
+    /// Backfill only user data (profiles)
+    UserData(UserDataArgs),
+}
+
+/// `waypoint backfill fid queue`.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// Queue exactly these FIDs
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FID,...",
+        conflicts_with = "max_fid"
+    )]
+    pub fids: Vec<u64>,
+    /// Queue FIDs 1 to N [default: every registered FID]
+    #[arg(long, value_name = "N")]
+    pub max_fid: Option<u64>,
+    /// FIDs per job [default: backfill.batch_size]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+}
+
+/// `waypoint backfill fid worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Exit when the queue is empty instead of waiting for more jobs
+    #[arg(long)]
+    pub exit_on_complete: bool,
+    /// With --exit-on-complete: seconds the queue must stay empty before exiting
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub idle_timeout: u64,
+}
+
+/// `waypoint backfill fid user-data`.
+#[derive(Debug, Args)]
+pub struct UserDataArgs {
+    /// Only FIDs 1 to N [default: every registered FID]
+    #[arg(long, value_name = "N")]
+    pub max_fid: Option<u64>,
+}
+
+/// `waypoint backfill onchain-events`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("scope").required(true).args(["all", "fid"])))]
+pub struct OnchainEventsArgs {
+    /// Every registered FID
+    #[arg(long)]
+    pub all: bool,
+    /// One FID
+    #[arg(long, value_name = "FID")]
+    pub fid: Option<u64>,
+    /// Only this event type [default: all types]
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub event_type: Option<OnchainEventType>,
+}
+
+/// On-chain event types (Snapchain `OnChainEventType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnchainEventType {
+    /// Signer (key) add/remove
+    #[value(alias = "signer_event")]
+    Signer,
+    /// Signer migration
+    #[value(alias = "signer_migrated")]
+    SignerMigrated,
+    /// FID registration and transfer
+    #[value(alias = "id_register")]
+    IdRegister,
+    /// Storage rent
+    #[value(alias = "storage_rent")]
+    StorageRent,
+    /// Tier purchase
+    #[value(alias = "tier_purchase")]
+    TierPurchase,
+}
+
+/// `waypoint dlq ...`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered entries of a stream type with their reasons
+    List(DlqArgs),
+    /// Move dead-lettered entries of a stream type back to their stream
+    Replay(DlqArgs),
+}
+
+/// Arguments of `waypoint dlq list|replay`.
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// Stream type, such as casts or reactions
+    #[arg(value_name = "TYPE")]
+    pub stream: String,
+}
+
+/// `waypoint mcp ...`.
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Serve MCP only (no pipeline)
+    Serve(McpServeArgs),
+}
+
+/// `waypoint mcp serve`.
+#[derive(Debug, Args)]
+pub struct McpServeArgs {
+    /// Address and port to listen on [default: mcp.bind_address and mcp.port]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<SocketAddr>,
+}
+
+/// `waypoint bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Measure Redis stream publish and consume throughput
+    Stream(RawArgs),
+}
+
+/// Arguments passed through unparsed to a command that defines its own.
+#[derive(Debug, Args)]
+pub struct RawArgs {
+    /// Arguments of the command
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+/// Runs the parsed command. `config` is the result of loading the configuration, so that
+/// `config check` can report the problems and other commands refuse to start with them.
+pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config(ConfigCommand::Check) => Ok(config_check::run(config)),
+        Command::Migrate => match valid(config) {
+            Ok(config) => migrate::run(&config).await,
+            Err(code) => Ok(code),
+        },
+        Command::Start(_) => Ok(not_available("start")),
+        Command::Backfill(BackfillCommand::Fid(FidCommand::Queue(_))) => {
+            Ok(not_available("backfill fid queue"))
+        }
+        Command::Backfill(BackfillCommand::Fid(FidCommand::Worker(_))) => {
+            Ok(not_available("backfill fid worker"))
+        }
+        Command::Backfill(BackfillCommand::Fid(FidCommand::Inspect)) => {
+            Ok(not_available("backfill fid inspect"))
+        }
+        Command::Backfill(BackfillCommand::Fid(FidCommand::UserData(_))) => {
+            Ok(not_available("backfill fid user-data"))
+        }
+        Command::Backfill(BackfillCommand::OnchainEvents(_)) => {
+            Ok(not_available("backfill onchain-events"))
+        }
+        Command::Dlq(DlqCommand::List(_)) => Ok(not_available("dlq list")),
+        Command::Dlq(DlqCommand::Replay(_)) => Ok(not_available("dlq replay")),
+        Command::Mcp(McpCommand::Serve(_)) => Ok(not_available("mcp serve")),
+        Command::Devhub(_) => Ok(not_available("devhub")),
+        Command::Bench(BenchCommand::Stream(_)) => Ok(not_available("bench stream")),
+    }
+}
+
+/// The configuration, or the exit code after printing every problem to stderr.
+fn valid(config: Result<Config, ConfigErrors>) -> Result<Config, ExitCode> {
+    config.map_err(|errors| {
+        print_config_errors(&errors);
+        ExitCode::from(EXIT_INVALID_CONFIG)
+    })
+}
+
+fn print_config_errors(errors: &ConfigErrors) {
+    let count = errors.errors().len();
+    let noun = if count == 1 { "problem" } else { "problems" };
+    eprintln!("invalid configuration, {count} {noun}:");
+    for error in errors.errors() {
+        eprintln!("  {error}");
+    }
+}
+
+/// Says plainly that this build lacks the command.
+fn not_available(command: &str) -> ExitCode {
+    eprintln!("waypoint {command}: this command is not available in this build yet");
+    ExitCode::from(EXIT_NOT_AVAILABLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_compatible_verbs() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.command);
+        assert!(matches!(
+            parse(&["waypoint", "start"]),
+            Ok(Command::Start(StartArgs {
+                role: Role::Both,
+                backfill: false
+            }))
+        ));
+        assert!(matches!(
+            parse(&["waypoint", "start", "consumer", "--backfill"]),
+            Ok(Command::Start(StartArgs {
+                role: Role::Consumer,
+                backfill: true
+            }))
+        ));
+        match parse(&["waypoint", "backfill", "fid", "queue", "--fids", "1,2,3"]) {
+            Ok(Command::Backfill(BackfillCommand::Fid(FidCommand::Queue(args)))) => {
+                assert_eq!(args.fids, vec![1, 2, 3]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            parse(&[
+                "waypoint",
+                "backfill",
+                "fid",
+                "queue",
+                "--fids",
+                "1",
+                "--max-fid",
+                "9"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["waypoint", "backfill", "onchain-events"]).is_err());
+        assert!(matches!(
+            parse(&[
+                "waypoint",
+                "backfill",
+                "onchain-events",
+                "--fid",
+                "3",
+                "--event-type",
+                "id_register"
+            ]),
+            Ok(Command::Backfill(BackfillCommand::OnchainEvents(
+                OnchainEventsArgs {
+                    event_type: Some(OnchainEventType::IdRegister),
+                    ..
+                }
+            )))
+        ));
+        match parse(&["waypoint", "devhub", "--port", "0", "--fids", "5"]) {
+            Ok(Command::Devhub(raw)) => assert_eq!(raw.args, ["--port", "0", "--fids", "5"]),
+            other => panic!("unexpected {other:?}"),
+        }
+        let with_config =
+            Cli::try_parse_from(["waypoint", "config", "check", "--config", "x.toml"])
+                .expect("global --config");
+        assert_eq!(with_config.config, Some(PathBuf::from("x.toml")));
+    }
+}

@@ -1,0 +1,261 @@
+//! The single place where the service's Prometheus metrics are declared, plus the recorder
+//! that the health server renders at `/metrics`.
+//!
+//! Names follow `waypoint_<noun>_<unit>[_total]`. Label values are bounded: shard numbers,
+//! stream types, table names, gRPC method names and status codes, and fixed reason words —
+//! never raw error text, FIDs or hashes. Code records a metric with the `metrics` macros and
+//! the constants below, e.g.
+//! `metrics::counter!(STREAM_PUBLISHED_ENTRIES_TOTAL, LABEL_STREAM => "casts").increment(n)`.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Label: data shard index (`"1"`, `"2"`).
+pub const LABEL_SHARD: &str = "shard";
+/// Label: stream (message) type, such as `casts` or `reactions`.
+pub const LABEL_STREAM: &str = "stream";
+/// Label: PostgreSQL table name.
+pub const LABEL_TABLE: &str = "table";
+/// Label: a fixed reason word (`decode`, `verification`, `max_deliveries`, `bad_hash`, ...).
+pub const LABEL_REASON: &str = "reason";
+/// Label: gRPC method name, such as `Subscribe` or `GetEvents`.
+pub const LABEL_METHOD: &str = "method";
+/// Label: gRPC status code name, such as `unavailable`.
+pub const LABEL_CODE: &str = "code";
+
+/// Counter {shard}: hub events received on the subscription.
+pub const HUB_EVENTS_RECEIVED_TOTAL: &str = "waypoint_hub_events_received_total";
+/// Gauge {shard}: the cursor, the id of the last hub event durable in Redis.
+pub const HUB_CURSOR_EVENT_ID: &str = "waypoint_hub_cursor_event_id";
+/// Counter {shard}: blocks confirmed (BLOCK_CONFIRMED events).
+pub const HUB_BLOCKS_CONFIRMED_TOTAL: &str = "waypoint_hub_blocks_confirmed_total";
+/// Gauge {shard}: number of the latest confirmed block.
+pub const HUB_BLOCK_NUMBER: &str = "waypoint_hub_block_number";
+/// Counter {shard}: gaps found (blocks whose event counts did not match what arrived).
+pub const HUB_GAPS_FOUND_TOTAL: &str = "waypoint_hub_gaps_found_total";
+/// Counter {shard}: gaps repaired by re-fetching their events.
+pub const HUB_GAPS_REPAIRED_TOTAL: &str = "waypoint_hub_gaps_repaired_total";
+/// Counter {method, code}: failed hub requests.
+pub const HUB_REQUEST_ERRORS_TOTAL: &str = "waypoint_hub_request_errors_total";
+/// Counter {reason}: messages rejected by hash or signature verification.
+pub const HUB_VERIFICATION_FAILURES_TOTAL: &str = "waypoint_hub_verification_failures_total";
+/// Counter: messages dropped because their FID is labelled spam.
+pub const SPAM_DROPPED_MESSAGES_TOTAL: &str = "waypoint_spam_dropped_messages_total";
+/// Counter {stream}: entries added to a Redis stream.
+pub const STREAM_PUBLISHED_ENTRIES_TOTAL: &str = "waypoint_stream_published_entries_total";
+/// Counter {stream}: entries applied and acknowledged by consumers.
+pub const STREAM_CONSUMED_ENTRIES_TOTAL: &str = "waypoint_stream_consumed_entries_total";
+/// Gauge {stream}: entries delivered to a consumer and not yet acknowledged.
+pub const STREAM_PENDING_ENTRIES: &str = "waypoint_stream_pending_entries";
+/// Gauge {stream}: entries not yet delivered to the consumer group.
+pub const STREAM_LAG_ENTRIES: &str = "waypoint_stream_lag_entries";
+/// Counter {stream, reason}: entries moved to the dead-letter stream.
+pub const STREAM_DEAD_LETTERED_ENTRIES_TOTAL: &str = "waypoint_stream_dead_lettered_entries_total";
+/// Counter {table}: rows inserted or updated.
+pub const STORE_ROWS_WRITTEN_TOTAL: &str = "waypoint_store_rows_written_total";
+/// Histogram {stream}: time to apply one batch to PostgreSQL.
+pub const STORE_APPLY_BATCH_DURATION_SECONDS: &str = "waypoint_store_apply_batch_duration_seconds";
+/// Gauge: 1 when the last PostgreSQL check succeeded, else 0.
+pub const DATABASE_UP: &str = "waypoint_database_up";
+/// Gauge: 1 when the last Redis check succeeded, else 0.
+pub const REDIS_UP: &str = "waypoint_redis_up";
+
+/// Batch apply times range from a millisecond (a few rows) to seconds (a stalled database).
+const APPLY_BATCH_BUCKETS_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and declares every metric; later calls
+/// return the same handle. If another recorder was installed first (a test harness), the
+/// returned handle renders an empty registry and a warning is logged.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            // Non-empty constant buckets cannot fail; fall back to summaries if it ever did.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(STORE_APPLY_BATCH_DURATION_SECONDS.to_owned()),
+                    APPLY_BATCH_BUCKETS_SECONDS,
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => describe(),
+                Err(error) => tracing::warn!(%error, "a metrics recorder is already installed"),
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Declares every service metric with its unit and help text.
+pub fn describe() {
+    describe_counter!(
+        HUB_EVENTS_RECEIVED_TOTAL,
+        Unit::Count,
+        "Hub events received on the subscription, per shard"
+    );
+    describe_gauge!(
+        HUB_CURSOR_EVENT_ID,
+        "Id of the last hub event whose effects are durable in Redis, per shard"
+    );
+    describe_counter!(
+        HUB_BLOCKS_CONFIRMED_TOTAL,
+        Unit::Count,
+        "Blocks confirmed by the hub (BLOCK_CONFIRMED events), per shard"
+    );
+    describe_gauge!(
+        HUB_BLOCK_NUMBER,
+        "Number of the latest confirmed block, per shard"
+    );
+    describe_counter!(
+        HUB_GAPS_FOUND_TOTAL,
+        Unit::Count,
+        "Blocks whose announced event counts did not match the events received, per shard"
+    );
+    describe_counter!(
+        HUB_GAPS_REPAIRED_TOTAL,
+        Unit::Count,
+        "Gaps filled by re-fetching their events, per shard"
+    );
+    describe_counter!(
+        HUB_REQUEST_ERRORS_TOTAL,
+        Unit::Count,
+        "Failed hub requests, per gRPC method and status code"
+    );
+    describe_counter!(
+        HUB_VERIFICATION_FAILURES_TOTAL,
+        Unit::Count,
+        "Messages rejected by hash or signature verification, per reason"
+    );
+    describe_counter!(
+        SPAM_DROPPED_MESSAGES_TOTAL,
+        Unit::Count,
+        "Messages dropped because their FID is labelled spam"
+    );
+    describe_counter!(
+        STREAM_PUBLISHED_ENTRIES_TOTAL,
+        Unit::Count,
+        "Entries added to Redis streams, per stream"
+    );
+    describe_counter!(
+        STREAM_CONSUMED_ENTRIES_TOTAL,
+        Unit::Count,
+        "Entries applied to PostgreSQL and acknowledged, per stream"
+    );
+    describe_gauge!(
+        STREAM_PENDING_ENTRIES,
+        Unit::Count,
+        "Entries delivered to a consumer and not yet acknowledged, per stream"
+    );
+    describe_gauge!(
+        STREAM_LAG_ENTRIES,
+        Unit::Count,
+        "Entries not yet delivered to the consumer group, per stream"
+    );
+    describe_counter!(
+        STREAM_DEAD_LETTERED_ENTRIES_TOTAL,
+        Unit::Count,
+        "Entries moved to the dead-letter stream, per stream and reason"
+    );
+    describe_counter!(
+        STORE_ROWS_WRITTEN_TOTAL,
+        Unit::Count,
+        "Rows inserted or updated in PostgreSQL, per table"
+    );
+    describe_histogram!(
+        STORE_APPLY_BATCH_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to apply one batch of entries to PostgreSQL, per stream"
+    );
+    describe_gauge!(
+        DATABASE_UP,
+        "1 when the last PostgreSQL check succeeded, else 0"
+    );
+    describe_gauge!(REDIS_UP, "1 when the last Redis check succeeded, else 0");
+    // Actor metrics (mailbox depth, capacity, handled, failures, restarts) are declared by the
+    // supervision runtime. Call it here once `waypoint-actors` exposes it:
+    // waypoint_actors::metrics::describe();
+}
+
+/// How often [`run_upkeep`] should run: the exporter needs it to drain histogram buffers
+/// when it does not serve HTTP itself.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs the recorder's upkeep every `every` until `shutdown` completes.
+pub async fn run_upkeep(
+    handle: PrometheusHandle,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = interval.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_is_idempotent_and_renders_declared_metrics() {
+        let first = install();
+        let second = install();
+        metrics::counter!(STREAM_PUBLISHED_ENTRIES_TOTAL, LABEL_STREAM => "casts").increment(3);
+        metrics::histogram!(STORE_APPLY_BATCH_DURATION_SECONDS, LABEL_STREAM => "casts")
+            .record(0.02);
+        let rendered = second.render();
+        assert_eq!(rendered, first.render());
+        assert!(rendered.contains(
+            "# HELP waypoint_stream_published_entries_total Entries added to Redis streams"
+        ));
+        assert!(rendered.contains("waypoint_stream_published_entries_total{stream=\"casts\"} 3"));
+        assert!(rendered.contains(
+            "waypoint_store_apply_batch_duration_seconds_bucket{stream=\"casts\",le=\"0.025\"} 1"
+        ));
+    }
+
+    #[test]
+    fn names_follow_the_convention() {
+        for name in [
+            HUB_EVENTS_RECEIVED_TOTAL,
+            HUB_CURSOR_EVENT_ID,
+            HUB_BLOCKS_CONFIRMED_TOTAL,
+            HUB_BLOCK_NUMBER,
+            HUB_GAPS_FOUND_TOTAL,
+            HUB_GAPS_REPAIRED_TOTAL,
+            HUB_REQUEST_ERRORS_TOTAL,
+            HUB_VERIFICATION_FAILURES_TOTAL,
+            SPAM_DROPPED_MESSAGES_TOTAL,
+            STREAM_PUBLISHED_ENTRIES_TOTAL,
+            STREAM_CONSUMED_ENTRIES_TOTAL,
+            STREAM_PENDING_ENTRIES,
+            STREAM_LAG_ENTRIES,
+            STREAM_DEAD_LETTERED_ENTRIES_TOTAL,
+            STORE_ROWS_WRITTEN_TOTAL,
+            STORE_APPLY_BATCH_DURATION_SECONDS,
+            DATABASE_UP,
+            REDIS_UP,
+        ] {
+            assert!(name.starts_with("waypoint_"), "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+        }
+    }
+}
