@@ -84,7 +84,10 @@ fn hub_event_envelope_field_numbers() {
     // map<int32, uint64> is a repeated field 6 of (key=1, value=2) entries.
     let entries: Vec<_> = body_fields.iter().filter(|(n, _, _)| *n == 6).collect();
     assert_eq!(entries.len(), 2);
-    assert_eq!(event, HubEvent::decode(event.encode_to_vec().as_slice()).unwrap());
+    assert_eq!(
+        event,
+        HubEvent::decode(event.encode_to_vec().as_slice()).unwrap()
+    );
 }
 
 #[test]
@@ -119,14 +122,32 @@ fn unknown_enum_values_and_message_types_decode() {
 fn message_bodies_use_the_node_field_numbers() {
     let cases: Vec<(message_data::Body, u32)> = vec![
         (message_data::Body::CastAddBody(CastAddBody::default()), 5),
-        (message_data::Body::CastRemoveBody(CastRemoveBody::default()), 6),
+        (
+            message_data::Body::CastRemoveBody(CastRemoveBody::default()),
+            6,
+        ),
         (message_data::Body::ReactionBody(ReactionBody::default()), 7),
-        (message_data::Body::VerificationAddAddressBody(Default::default()), 9),
-        (message_data::Body::VerificationRemoveBody(Default::default()), 10),
-        (message_data::Body::UserDataBody(UserDataBody::default()), 12),
+        (
+            message_data::Body::VerificationAddAddressBody(Default::default()),
+            9,
+        ),
+        (
+            message_data::Body::VerificationRemoveBody(Default::default()),
+            10,
+        ),
+        (
+            message_data::Body::UserDataBody(UserDataBody::default()),
+            12,
+        ),
         (message_data::Body::LinkBody(LinkBody::default()), 14),
-        (message_data::Body::UsernameProofBody(UserNameProof::default()), 15),
-        (message_data::Body::LinkCompactStateBody(Default::default()), 17),
+        (
+            message_data::Body::UsernameProofBody(UserNameProof::default()),
+            15,
+        ),
+        (
+            message_data::Body::LinkCompactStateBody(Default::default()),
+            17,
+        ),
         (message_data::Body::LendStorageBody(Default::default()), 18),
         (message_data::Body::KeyAddBody(Default::default()), 19),
         (message_data::Body::KeyRemoveBody(Default::default()), 20),
