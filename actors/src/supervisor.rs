@@ -242,6 +242,12 @@ pub enum SupervisorMsg {
         name: String,
         reply: RpcReplyPort<Result<(), TreeError>>,
     },
+    /// Add a child after the existing ones and start it (OTP's `start_child`). It stops
+    /// first when the supervisor stops, as the last-started child.
+    StartChild {
+        spec: ChildSpec,
+        reply: RpcReplyPort<Result<(), TreeError>>,
+    },
 }
 
 pub(crate) struct SupervisorArgs {
@@ -370,6 +376,10 @@ impl ractor::Actor for Supervisor {
             SupervisorMsg::RestartChild { name, reply } => {
                 state.on_restart_child(&myself, &name, reply).await
             }
+            SupervisorMsg::StartChild { spec, reply } => {
+                state.on_start_child(&myself, spec, reply).await;
+                Ok(())
+            }
         }
     }
 
@@ -415,6 +425,59 @@ impl ractor::Actor for Supervisor {
 }
 
 impl SupervisorState {
+    /// Appends a child slot (not started), checking its name.
+    fn add_slot(&mut self, child: ChildSpec) -> Result<usize, TreeError> {
+        let valid = !child.name.is_empty()
+            && !child.name.contains('/')
+            && !self.slots.iter().any(|slot| slot.spec.name == child.name);
+        if !valid {
+            return Err(TreeError::InvalidChild(format!(
+                "invalid or duplicate child name {:?} under {}",
+                child.name, self.path
+            )));
+        }
+        let order = self.slots.len();
+        let path: Arc<str> = format!("{}/{}", self.path, child.name).into();
+        self.registry
+            .register_child(&path, &child.name, order, child.kind, child.probe.clone());
+        self.slots.push(Slot {
+            spec: child,
+            path,
+            cell: None,
+            pending: None,
+            recent: VecDeque::new(),
+        });
+        Ok(order)
+    }
+
+    async fn on_start_child(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        spec: ChildSpec,
+        reply: RpcReplyPort<Result<(), TreeError>>,
+    ) {
+        let result = match self.add_slot(spec) {
+            Ok(index) => match self.start_slot(myself, index).await {
+                Ok(()) => Ok(()),
+                Err(error) => {
+                    // Like a failed start_child in OTP: the child is not kept.
+                    let slot = self.slots.remove(index);
+                    self.registry.set_status(
+                        &slot.path,
+                        NodeStatus::Failed,
+                        Some(format!("start failed: {error}")),
+                    );
+                    Err(TreeError::StartFailed {
+                        path: slot.path.to_string(),
+                        reason: error.to_string(),
+                    })
+                }
+            },
+            Err(error) => Err(error),
+        };
+        let _ = reply.send(result);
+    }
+
     async fn on_child_exit(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,

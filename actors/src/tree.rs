@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::mailbox::MailboxProbe;
-use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg, SupervisorSpec};
+use crate::supervisor::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorSpec};
 
 /// Whether a node supervises others or does work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,6 +79,8 @@ pub enum TreeError {
     StartFailed { path: String, reason: String },
     #[error("the supervisor of {0} is not running")]
     SupervisorGone(String),
+    #[error("{0}")]
+    InvalidChild(String),
     #[error("the tree did not stop within {0:?}; remaining actors were killed")]
     ShutdownTimedOut(Duration),
 }
@@ -178,6 +180,10 @@ impl Registry {
                 .get(path)
                 .map(|entry| (entry.status, entry.last_failure.clone()))
         })
+    }
+
+    fn supervisor(&self, path: &str) -> Option<ActorRef<SupervisorMsg>> {
+        self.with(|nodes| nodes.get(path).and_then(|entry| entry.supervisor.clone()))
     }
 
     fn parent_supervisor(
@@ -313,6 +319,25 @@ impl Tree {
         reply_rx
             .await
             .map_err(|_| TreeError::SupervisorGone(path.to_owned()))?
+    }
+
+    /// Adds `spec` as the last child of the supervisor at `parent` and starts it.
+    pub async fn start_child(&self, parent: &str, spec: ChildSpec) -> Result<(), TreeError> {
+        let supervisor = self
+            .inner
+            .registry
+            .supervisor(parent)
+            .ok_or_else(|| TreeError::NotFound(parent.to_owned()))?;
+        let (reply_tx, reply_rx) = ractor::concurrency::oneshot();
+        supervisor
+            .cast(SupervisorMsg::StartChild {
+                spec,
+                reply: reply_tx.into(),
+            })
+            .map_err(|_| TreeError::SupervisorGone(parent.to_owned()))?;
+        reply_rx
+            .await
+            .map_err(|_| TreeError::SupervisorGone(parent.to_owned()))?
     }
 
     /// Stops the whole tree: children in reverse start order, workers drained. Whatever is

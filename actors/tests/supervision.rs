@@ -471,3 +471,36 @@ async fn a_child_that_fails_to_start_fails_the_tree_start() {
     assert_eq!(log.entries(), ["start:a", "stop:a"]);
     assert!(!a_box.is_alive());
 }
+
+#[tokio::test]
+async fn children_added_later_start_last_and_stop_first() {
+    let log = Log::default();
+    let (a, _a) = probe("a", &log, 8);
+    let tree = start_tree("root", spec(Strategy::OneForOne, vec![a]))
+        .await
+        .unwrap();
+    let (late, late_box) = probe("late", &log, 8);
+    tree.start_child("root", late).await.unwrap();
+    assert_eq!(
+        late_box
+            .call(Cmd::Ping, Some(Duration::from_secs(5)))
+            .await
+            .unwrap(),
+        "pong:late"
+    );
+    let (duplicate, _) = probe("late", &log, 8);
+    assert!(matches!(
+        tree.start_child("root", duplicate).await,
+        Err(waypoint_actors::TreeError::InvalidChild(_))
+    ));
+    let names: Vec<String> = tree
+        .snapshot()
+        .children
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "late"]);
+    log.clear();
+    tree.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(log.entries(), ["stop:late", "stop:a"]);
+}
