@@ -1,12 +1,16 @@
 //! Waypoint: keeps a PostgreSQL replica of the Farcaster network in sync with a Snapchain node
 //! via Redis Streams, and serves it over REST and MCP.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod hub;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 pub mod replica;
+pub mod runtime;
+pub mod service;
 pub(crate) mod startup;
 pub mod store;
 pub mod streams;

@@ -181,8 +181,8 @@ pub fn describe() {
     );
     describe_gauge!(REDIS_UP, "1 when the last Redis check succeeded, else 0");
     // Actor metrics (mailbox depth, capacity, handled, failures, restarts) are declared by the
-    // supervision runtime. Call it here once `waypoint-actors` exposes it:
-    // waypoint_actors::metrics::describe();
+    // supervision runtime.
+    waypoint_actors::metrics::describe();
 }
 
 /// How often [`run_upkeep`] should run: the exporter needs it to drain histogram buffers

@@ -245,13 +245,20 @@ pub struct RawArgs {
 /// Runs the parsed command. `config` is the result of loading the configuration, so that
 /// `config check` can report the problems and other commands refuse to start with them.
 pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Result<ExitCode> {
+    // SIGHUP reloads from the same source: this path, else WAYPOINT_CONFIG as `Config::load`
+    // resolves it.
+    let config_path = cli.config.clone();
     match cli.command {
         Command::Config(ConfigCommand::Check) => Ok(config_check::run(config)),
         Command::Migrate => match valid(config) {
             Ok(config) => migrate::run(&config).await,
             Err(code) => Ok(code),
         },
-        Command::Start(_) => Ok(not_available("start")),
+        Command::Start(args) => match valid(config) {
+            Ok(_) if args.backfill => Ok(not_available("start --backfill")),
+            Ok(config) => crate::service::run(args.role, config, config_path).await,
+            Err(code) => Ok(code),
+        },
         Command::Backfill(BackfillCommand::Fid(FidCommand::Queue(_))) => {
             Ok(not_available("backfill fid queue"))
         }
