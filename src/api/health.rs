@@ -250,7 +250,7 @@ async fn metrics(AxumState(runtime): AxumState<Runtime>) -> Response {
 }
 
 async fn admin_tree(AxumState(runtime): AxumState<Runtime>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&runtime, &headers) {
+    if let Some(denied) = deny(&runtime, &headers) {
         return denied;
     }
     match runtime.tree() {
@@ -267,7 +267,7 @@ async fn admin_restart(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> Response {
-    if let Err(denied) = authorize(&runtime, &headers) {
+    if let Some(denied) = deny(&runtime, &headers) {
         return denied;
     }
     let Some(actor) = path.strip_suffix("/restart") else {
@@ -312,11 +312,12 @@ async fn admin_restart(
     }
 }
 
-/// Checks the bearer token; admin endpoints are disabled without a configured token.
-fn authorize(runtime: &Runtime, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal for a request without the right bearer token (`None`: let it through). Admin
+/// endpoints are disabled without a configured token.
+fn deny(runtime: &Runtime, headers: &HeaderMap) -> Option<Response> {
     let config = runtime.config();
     let Some(expected) = config.health.admin_token.as_deref() else {
-        return Err(error(
+        return Some(error(
             StatusCode::NOT_FOUND,
             "admin endpoints are disabled: set health.admin_token (WAYPOINT_HEALTH__ADMIN_TOKEN)",
         ));
@@ -326,14 +327,16 @@ fn authorize(runtime: &Runtime, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-        Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong admin token")),
-        None => Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            axum::Json(json!({"error": "missing Authorization: Bearer <admin token>"})),
-        )
-            .into_response()),
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => None,
+        Some(_) => Some(error(StatusCode::FORBIDDEN, "wrong admin token")),
+        None => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(json!({"error": "missing Authorization: Bearer <admin token>"})),
+            )
+                .into_response(),
+        ),
     }
 }
 
