@@ -1,8 +1,13 @@
-//! Redis: the shared connection ([`Redis`]) and, added by the streams work, the stream layout,
-//! publishing, consuming and dead letters. Plain clients: nothing here knows about actors.
+//! Redis: the shared connection ([`Redis`]), the stream layout, publishing, consuming, dead
+//! letters, trimming and shard cursors. Plain client code: nothing here knows about actors.
 
+mod cursor;
+mod kind;
+mod log;
 mod redis;
 
+pub use self::kind::{StreamType, UNKNOWN_BUCKET};
+pub use self::log::{Claimed, DeadLetter, Entry, NewEntry, ReadFrom, bucket};
 pub use self::redis::Redis;
 
 use std::time::Duration;
