@@ -39,12 +39,17 @@ pub const HUB_BLOCK_NUMBER: &str = "waypoint_hub_block_number";
 pub const HUB_GAPS_FOUND_TOTAL: &str = "waypoint_hub_gaps_found_total";
 /// Counter {shard}: gaps repaired by re-fetching their events.
 pub const HUB_GAPS_REPAIRED_TOTAL: &str = "waypoint_hub_gaps_repaired_total";
+/// Gauge {shard}: 1 when the shard's cursor fell out of the hub's retention and a backfill is
+/// needed.
+pub const HUB_BACKFILL_NEEDED: &str = "waypoint_hub_backfill_needed";
 /// Counter {method, code}: failed hub requests.
 pub const HUB_REQUEST_ERRORS_TOTAL: &str = "waypoint_hub_request_errors_total";
 /// Counter {reason}: messages rejected by hash or signature verification.
 pub const HUB_VERIFICATION_FAILURES_TOTAL: &str = "waypoint_hub_verification_failures_total";
 /// Counter: messages dropped because their FID is labelled spam.
 pub const SPAM_DROPPED_MESSAGES_TOTAL: &str = "waypoint_spam_dropped_messages_total";
+/// Gauge: FIDs currently labelled spam.
+pub const SPAM_LABELLED_FIDS: &str = "waypoint_spam_labelled_fids";
 /// Counter {stream}: entries added to a Redis stream.
 pub const STREAM_PUBLISHED_ENTRIES_TOTAL: &str = "waypoint_stream_published_entries_total";
 /// Counter {stream}: entries applied and acknowledged by consumers.
@@ -55,6 +60,8 @@ pub const STREAM_PENDING_ENTRIES: &str = "waypoint_stream_pending_entries";
 pub const STREAM_LAG_ENTRIES: &str = "waypoint_stream_lag_entries";
 /// Counter {stream, reason}: entries moved to the dead-letter stream.
 pub const STREAM_DEAD_LETTERED_ENTRIES_TOTAL: &str = "waypoint_stream_dead_lettered_entries_total";
+/// Histogram {stream}: time from the subscriber receiving an event to its batch being applied.
+pub const STREAM_APPLY_LAG_SECONDS: &str = "waypoint_stream_apply_lag_seconds";
 /// Counter {table}: rows inserted or updated.
 pub const STORE_ROWS_WRITTEN_TOTAL: &str = "waypoint_store_rows_written_total";
 /// Histogram {stream}: time to apply one batch to PostgreSQL.
@@ -67,6 +74,11 @@ pub const REDIS_UP: &str = "waypoint_redis_up";
 /// Batch apply times range from a millisecond (a few rows) to seconds (a stalled database).
 const APPLY_BATCH_BUCKETS_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Hub-to-row lag: milliseconds when keeping up, seconds to minutes while catching up.
+const APPLY_LAG_BUCKETS_SECONDS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -83,6 +95,12 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(STORE_APPLY_BATCH_DURATION_SECONDS.to_owned()),
                     APPLY_BATCH_BUCKETS_SECONDS,
                 )
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(STREAM_APPLY_LAG_SECONDS.to_owned()),
+                        APPLY_LAG_BUCKETS_SECONDS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -125,6 +143,10 @@ pub fn describe() {
         Unit::Count,
         "Gaps filled by re-fetching their events, per shard"
     );
+    describe_gauge!(
+        HUB_BACKFILL_NEEDED,
+        "1 when the shard's cursor fell behind the hub's event retention (run a backfill), per shard"
+    );
     describe_counter!(
         HUB_REQUEST_ERRORS_TOTAL,
         Unit::Count,
@@ -139,6 +161,11 @@ pub fn describe() {
         SPAM_DROPPED_MESSAGES_TOTAL,
         Unit::Count,
         "Messages dropped because their FID is labelled spam"
+    );
+    describe_gauge!(
+        SPAM_LABELLED_FIDS,
+        Unit::Count,
+        "FIDs currently labelled spam by the configured label lists"
     );
     describe_counter!(
         STREAM_PUBLISHED_ENTRIES_TOTAL,
@@ -164,6 +191,11 @@ pub fn describe() {
         STREAM_DEAD_LETTERED_ENTRIES_TOTAL,
         Unit::Count,
         "Entries moved to the dead-letter stream, per stream and reason"
+    );
+    describe_histogram!(
+        STREAM_APPLY_LAG_SECONDS,
+        Unit::Seconds,
+        "Time from receiving a hub event to applying it to PostgreSQL, per stream"
     );
     describe_counter!(
         STORE_ROWS_WRITTEN_TOTAL,
@@ -237,6 +269,7 @@ mod tests {
             HUB_BLOCK_NUMBER,
             HUB_GAPS_FOUND_TOTAL,
             HUB_GAPS_REPAIRED_TOTAL,
+            HUB_BACKFILL_NEEDED,
             HUB_REQUEST_ERRORS_TOTAL,
             HUB_VERIFICATION_FAILURES_TOTAL,
             SPAM_DROPPED_MESSAGES_TOTAL,

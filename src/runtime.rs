@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
@@ -16,6 +16,8 @@ use waypoint_actors::Tree;
 
 use crate::cli::Role;
 use crate::config::Config;
+use crate::hub;
+use crate::pipeline::spam::SpamFilter;
 use crate::store::Pg;
 use crate::streams::Redis;
 
@@ -31,10 +33,13 @@ struct Inner {
     config: RwLock<Arc<Config>>,
     pg: RwLock<Option<Pg>>,
     redis: RwLock<Redis>,
+    hub: RwLock<Option<hub::Client>>,
     metrics: PrometheusHandle,
     tree: OnceLock<Tree>,
     shutting_down: AtomicBool,
-    hub: RwLock<HubHealth>,
+    hub_health: RwLock<HubHealth>,
+    spam: Arc<SpamFilter>,
+    instance: String,
     shards: RwLock<BTreeMap<u32, ShardHealth>>,
 }
 
@@ -73,16 +78,19 @@ impl Runtime {
                 config: RwLock::new(Arc::new(config)),
                 pg: RwLock::new(pg),
                 redis: RwLock::new(redis),
+                hub: RwLock::new(None),
                 metrics,
                 tree: OnceLock::new(),
                 shutting_down: AtomicBool::new(false),
-                hub: RwLock::new(HubHealth {
+                hub_health: RwLock::new(HubHealth {
                     reachable: false,
                     checked_at: None,
                     error: Some("not checked yet".into()),
                     version: None,
                 }),
                 shards: RwLock::new(BTreeMap::new()),
+                spam: Arc::new(SpamFilter::default()),
+                instance: instance_name(),
             }),
         }
     }
@@ -134,6 +142,15 @@ impl Runtime {
         *write(&self.inner.redis) = redis;
     }
 
+    /// The hub client (producer processes).
+    pub fn hub(&self) -> Option<hub::Client> {
+        read(&self.inner.hub).clone()
+    }
+
+    pub(crate) fn set_hub(&self, hub: hub::Client) {
+        *write(&self.inner.hub) = Some(hub);
+    }
+
     /// The Prometheus exposition handle.
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
@@ -159,12 +176,12 @@ impl Runtime {
 
     /// Last known hub reachability.
     pub fn hub_health(&self) -> HubHealth {
-        read(&self.inner.hub).clone()
+        read(&self.inner.hub_health).clone()
     }
 
     /// Records the outcome of a hub call made by anyone (discovery, subscribers, readiness).
     pub fn record_hub(&self, result: Result<Option<String>, String>) {
-        let mut hub = write(&self.inner.hub);
+        let mut hub = write(&self.inner.hub_health);
         hub.checked_at = Some(SystemTime::now());
         match result {
             Ok(version) => {
@@ -181,12 +198,15 @@ impl Runtime {
         }
     }
 
-    /// Whether the hub status is older than `max_age` (or was never checked).
-    pub fn hub_health_is_stale(&self, max_age: Duration) -> bool {
-        read(&self.inner.hub)
-            .checked_at
-            .and_then(|at| at.elapsed().ok())
-            .is_none_or(|age| age > max_age)
+    /// The spam filter (empty, so off, until label lists are loaded).
+    pub fn spam(&self) -> &Arc<SpamFilter> {
+        &self.inner.spam
+    }
+
+    /// This process's name among consumers: `<host>-<pid>-<random>`, unique per process and
+    /// stable across actor restarts (a restarted consumer finds its own pending entries).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// Per-shard facts reported by subscribers and repair.
@@ -198,6 +218,16 @@ impl Runtime {
     pub fn update_shard(&self, shard: u32, update: impl FnOnce(&mut ShardHealth)) {
         update(write(&self.inner.shards).entry(shard).or_default());
     }
+}
+
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "waypoint".to_owned());
+    let suffix: u32 = rand::random();
+    format!("{host}-{}-{suffix:08x}", std::process::id())
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -27,6 +27,7 @@ use waypoint_actors::{Backoff, ChildSpec, Intensity, Mailbox, Strategy, Supervis
 use crate::api::health::HealthServer;
 use crate::cli::Role;
 use crate::config::Config;
+use crate::hub;
 use crate::runtime::Runtime;
 use crate::store::{self, Pg};
 use crate::streams::Redis;
@@ -55,7 +56,15 @@ pub async fn run(
         None
     };
 
+    let hub = if matches!(role, Role::Both | Role::Producer) {
+        Some(hub::Client::new(hub::options_from_config(&config.hub)).context("hub client")?)
+    } else {
+        None
+    };
     let runtime = Runtime::new(role, config, config_path, pg, redis, metrics.clone());
+    if let Some(hub) = hub {
+        runtime.set_hub(hub);
+    }
     let tree = waypoint_actors::start_tree(ROOT, root_spec(&runtime))
         .await
         .context("the supervision tree did not start")?;
@@ -225,6 +234,17 @@ async fn reload(runtime: &Runtime) {
     } else {
         None
     };
+    let hub = if changed.contains(&"hub") && runtime.produces() {
+        match hub::Client::new(hub::options_from_config(&new.hub)) {
+            Ok(hub) => Some(hub),
+            Err(error) => {
+                tracing::error!(%error, "new hub settings do not work, keeping the running configuration");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let pg = if changed.contains(&"database") && runtime.consumes() {
         match connect_database(&new).await {
             Ok(pg) => Some(pg),
@@ -239,6 +259,9 @@ async fn reload(runtime: &Runtime) {
     runtime.set_config(new);
     if let Some(redis) = redis {
         runtime.set_redis(redis);
+    }
+    if let Some(hub) = hub {
+        runtime.set_hub(hub);
     }
     if let Some(pg) = pg {
         if let Some(old_pg) = runtime.pg() {

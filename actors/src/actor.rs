@@ -99,6 +99,12 @@ impl<M: Send + 'static> Context<M> {
         self.myself.stop(reason);
     }
 
+    /// Whether this incarnation is draining or stopping: long waits (backoff, backpressure)
+    /// should end early so the drain finishes within its timeout.
+    pub fn is_stopping(&self) -> bool {
+        self.myself.get_status() >= ractor::ActorStatus::Draining
+    }
+
     /// The ractor cell of this incarnation.
     pub fn cell(&self) -> ActorCell {
         self.myself.get_cell()

@@ -1,8 +1,11 @@
-//! PostgreSQL: the connection pool ([`Pg`]), schema migrations, and (added by the persistence
-//! work) the apply rules and queries. Plain clients: nothing here knows about actors.
+//! PostgreSQL: the connection pool ([`Pg`]), schema migrations, the apply rules and reading the
+//! replica back. Plain client code: nothing here knows about actors.
 
+pub mod apply;
 mod migrate;
 mod pool;
+pub mod rows;
+pub mod state;
 
 pub use migrate::{create_database_if_missing, embedded_migrations, migrate};
 pub use pool::Pg;

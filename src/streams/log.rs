@@ -216,6 +216,16 @@ impl Redis {
         Ok(())
     }
 
+    /// The error recorded for a pending entry, if any.
+    pub async fn recorded_error(
+        &self,
+        kind: StreamType,
+        id: &str,
+    ) -> Result<Option<String>, StreamsError> {
+        let mut connection = self.connection();
+        Ok(connection.hget(self.errors_key(kind), id).await?)
+    }
+
     /// Takes over entries pending longer than `min_idle_ms` (a crashed or stuck consumer's),
     /// at most `count`, splitting off those already delivered `max_deliveries` times.
     pub async fn claim_stale(

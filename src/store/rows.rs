@@ -1,0 +1,718 @@
+//! Hub events and messages turned into rows, grouped by table so a batch is written with one
+//! statement per table. Pure code: no database here.
+//!
+//! The data of a message is what its hash covers: `data_bytes` decoded when present, else
+//! `data`. Text columns go through `replica::sanitize_text` (PostgreSQL text cannot hold NUL).
+
+use serde_json::{Value, json};
+use waypoint_proto::{
+    HubEvent, Message, MessageData, MessageType, OnChainEvent, UserNameProof, cast_add_body, embed,
+    hub_event, link_body, message_data, on_chain_event, reaction_body,
+};
+
+use crate::hub::{ids, verify};
+use crate::replica::sanitize_text;
+
+/// Which CRDT set a remove message belongs to (`crdt_removes.set_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(i16)]
+pub enum SetKind {
+    Cast = 1,
+    Reaction = 2,
+    Link = 3,
+    Verification = 4,
+}
+
+/// Why an input produced no row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// MERGE_FAILURE events are never applied.
+    MergeFailure,
+    /// BLOCK_CONFIRMED and other events without data to store.
+    NoData,
+    /// A message type Waypoint does not model (kept only in `messages`).
+    Unmodelled(i32),
+    /// The message's data does not decode, or lacks its body.
+    Malformed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct CastRow {
+    pub hash: Vec<u8>,
+    pub fid: i64,
+    pub timestamp: i64,
+    pub text: String,
+    pub cast_type: i16,
+    pub parent_fid: Option<i64>,
+    pub parent_hash: Option<Vec<u8>>,
+    pub parent_url: Option<String>,
+    pub embeds: Value,
+    pub mentions: Value,
+    pub mentions_positions: Value,
+    pub signer: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReactionRow {
+    pub hash: Vec<u8>,
+    pub fid: i64,
+    pub reaction_type: i16,
+    pub target_cast_fid: Option<i64>,
+    pub target_cast_hash: Option<Vec<u8>>,
+    pub target_url: Option<String>,
+    pub crdt_key: Vec<u8>,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkRow {
+    pub hash: Vec<u8>,
+    pub fid: i64,
+    pub target_fid: i64,
+    pub link_type: String,
+    pub display_timestamp: Option<i64>,
+    pub crdt_key: Vec<u8>,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerificationRow {
+    pub hash: Vec<u8>,
+    pub fid: i64,
+    pub address: Vec<u8>,
+    pub block_hash: Vec<u8>,
+    pub claim_signature: Vec<u8>,
+    pub verification_type: i16,
+    pub chain_id: i32,
+    pub protocol: i16,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoveRow {
+    pub hash: Vec<u8>,
+    pub set_kind: SetKind,
+    pub fid: i64,
+    pub crdt_key: Vec<u8>,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserDataRow {
+    pub fid: i64,
+    pub data_type: i16,
+    pub value: String,
+    pub hash: Vec<u8>,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProofRow {
+    pub username: String,
+    pub fid: i64,
+    pub proof_type: i16,
+    pub owner: Vec<u8>,
+    pub signature: Vec<u8>,
+    /// Unix seconds, as issued.
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProofRemovalRow {
+    pub username: String,
+    pub fid: i64,
+    pub timestamp: i64,
+    /// When it was deleted (Unix seconds), for deleted_at.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OnchainRow {
+    pub chain_id: i32,
+    pub tx_hash: Vec<u8>,
+    pub log_index: i32,
+    pub fid: i64,
+    pub event_type: i16,
+    pub block_number: i64,
+    pub block_hash: Vec<u8>,
+    pub block_timestamp: i64,
+    pub tx_index: i32,
+    pub version: i32,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompactStateRow {
+    pub fid: i64,
+    pub link_type: String,
+    pub hash: Vec<u8>,
+    pub timestamp: i64,
+    pub target_fids: Vec<i64>,
+}
+
+/// A message taken out of the live set by PRUNE_MESSAGE or REVOKE_MESSAGE.
+#[derive(Debug, Clone)]
+pub struct TombstoneRow {
+    pub hash: Vec<u8>,
+    /// 1 pruned, 2 revoked.
+    pub reason: i16,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub hash: Vec<u8>,
+    pub fid: i64,
+    pub message_type: i16,
+    pub timestamp: i64,
+    pub signer: Vec<u8>,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+/// Rows of one batch, by table.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub casts: Vec<CastRow>,
+    pub reactions: Vec<ReactionRow>,
+    pub links: Vec<LinkRow>,
+    pub verifications: Vec<VerificationRow>,
+    pub removes: Vec<RemoveRow>,
+    pub user_data: Vec<UserDataRow>,
+    pub proofs: Vec<ProofRow>,
+    pub proof_removals: Vec<ProofRemovalRow>,
+    pub onchain: Vec<OnchainRow>,
+    pub compact_states: Vec<CompactStateRow>,
+    pub tombstones: Vec<TombstoneRow>,
+    pub messages: Vec<MessageRow>,
+    /// Inputs (by index) that produced nothing, and why.
+    pub skipped: Vec<(usize, SkipReason)>,
+}
+
+/// How a message reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Merged into the hub's store.
+    Merged,
+    /// Removed by the hub: PRUNE_MESSAGE (1) or REVOKE_MESSAGE (2), at a Unix time.
+    Removed { reason: i16, at: i64 },
+}
+
+impl Batch {
+    /// Adds the rows of one hub event (`index` identifies it in [`Batch::skipped`]).
+    pub fn add_event(&mut self, index: usize, event: &HubEvent, store_messages: bool) {
+        let event_time = ids::farcaster_to_unix(event.timestamp) as i64;
+        match &event.body {
+            Some(hub_event::Body::MergeMessageBody(body)) => match &body.message {
+                Some(message) => {
+                    self.add_message_as(index, message, Origin::Merged, store_messages)
+                }
+                None => self.skip(
+                    index,
+                    SkipReason::Malformed("merge without a message".into()),
+                ),
+            },
+            Some(hub_event::Body::PruneMessageBody(body)) => match &body.message {
+                Some(message) => {
+                    let origin = Origin::Removed {
+                        reason: 1,
+                        at: event_time,
+                    };
+                    self.add_message_as(index, message, origin, store_messages)
+                }
+                None => self.skip(
+                    index,
+                    SkipReason::Malformed("prune without a message".into()),
+                ),
+            },
+            Some(hub_event::Body::RevokeMessageBody(body)) => match &body.message {
+                Some(message) => {
+                    let origin = Origin::Removed {
+                        reason: 2,
+                        at: event_time,
+                    };
+                    self.add_message_as(index, message, origin, store_messages)
+                }
+                None => self.skip(
+                    index,
+                    SkipReason::Malformed("revoke without a message".into()),
+                ),
+            },
+            Some(hub_event::Body::MergeUsernameProofBody(body)) => {
+                let mut any = false;
+                let proof = body.username_proof.clone().or_else(|| {
+                    body.username_proof_message
+                        .as_ref()
+                        .and_then(proof_of_message)
+                });
+                if let Some(proof) = proof {
+                    self.proofs.push(proof_row(&proof));
+                    any = true;
+                }
+                let deleted = body.deleted_username_proof.clone().or_else(|| {
+                    body.deleted_username_proof_message
+                        .as_ref()
+                        .and_then(proof_of_message)
+                });
+                if let Some(deleted) = deleted {
+                    let row = proof_row(&deleted);
+                    self.proof_removals.push(ProofRemovalRow {
+                        username: row.username,
+                        fid: row.fid,
+                        timestamp: row.timestamp,
+                        at: event_time,
+                    });
+                    any = true;
+                }
+                if !any {
+                    self.skip(index, SkipReason::NoData);
+                }
+            }
+            Some(hub_event::Body::MergeOnChainEventBody(body)) => match &body.on_chain_event {
+                Some(onchain) => self.onchain.push(onchain_row(onchain)),
+                None => self.skip(
+                    index,
+                    SkipReason::Malformed("on-chain merge without an event".into()),
+                ),
+            },
+            Some(hub_event::Body::MergeFailure(_)) => self.skip(index, SkipReason::MergeFailure),
+            _ => self.skip(index, SkipReason::NoData),
+        }
+    }
+
+    /// Adds the rows of a message as the hub's store holds it (backfill: `GetAll*` pages).
+    pub fn add_message(&mut self, index: usize, message: &Message, store_messages: bool) {
+        self.add_message_as(index, message, Origin::Merged, store_messages);
+    }
+
+    fn skip(&mut self, index: usize, reason: SkipReason) {
+        self.skipped.push((index, reason));
+    }
+
+    fn add_message_as(
+        &mut self,
+        index: usize,
+        message: &Message,
+        origin: Origin,
+        store_messages: bool,
+    ) {
+        let data = match verify::message_data(message) {
+            Ok(data) => data,
+            Err(error) => return self.skip(index, SkipReason::Malformed(error.to_string())),
+        };
+        let hash = message.hash.clone();
+        if let Origin::Removed { reason, at } = origin {
+            self.tombstones.push(TombstoneRow {
+                hash: hash.clone(),
+                reason,
+                at,
+            });
+        }
+        if store_messages && origin == Origin::Merged {
+            self.messages.push(MessageRow {
+                hash: hash.clone(),
+                fid: data.fid as i64,
+                message_type: data.r#type as i16,
+                timestamp: message_time(&data),
+                signer: message.signer.clone(),
+                body: body_json(&data),
+                raw: verify::signed_bytes(message)
+                    .map(|bytes| bytes.into_owned())
+                    .unwrap_or_default(),
+            });
+        }
+        // A prune or revoke also carries the message itself: record its row so the tombstone
+        // applies whichever arrives first (the add or its removal).
+        let timestamp = message_time(&data);
+        let fid = data.fid as i64;
+        let Some(body) = data.body.as_ref() else {
+            return self.skip(
+                index,
+                SkipReason::Malformed("message without a body".into()),
+            );
+        };
+        match (MessageType::try_from(data.r#type), body) {
+            (Ok(MessageType::CastAdd), message_data::Body::CastAddBody(cast)) => {
+                self.casts
+                    .push(cast_row(hash, fid, timestamp, cast, &message.signer));
+            }
+            (Ok(MessageType::CastRemove), message_data::Body::CastRemoveBody(remove)) => {
+                self.removes.push(RemoveRow {
+                    hash,
+                    set_kind: SetKind::Cast,
+                    fid,
+                    crdt_key: remove.target_hash.clone(),
+                    timestamp,
+                });
+            }
+            (
+                Ok(kind @ (MessageType::ReactionAdd | MessageType::ReactionRemove)),
+                message_data::Body::ReactionBody(reaction),
+            ) => {
+                let (target_cast_fid, target_cast_hash, target_url) = match &reaction.target {
+                    Some(reaction_body::Target::TargetCastId(cast)) => {
+                        (Some(cast.fid as i64), Some(cast.hash.clone()), None)
+                    }
+                    Some(reaction_body::Target::TargetUrl(url)) => {
+                        (None, None, Some(sanitize_text(url).into_owned()))
+                    }
+                    None => (None, None, None),
+                };
+                let crdt_key = reaction_key(
+                    reaction.r#type,
+                    target_cast_hash.as_deref(),
+                    target_url.as_deref(),
+                );
+                if kind == MessageType::ReactionAdd {
+                    self.reactions.push(ReactionRow {
+                        hash,
+                        fid,
+                        reaction_type: reaction.r#type as i16,
+                        target_cast_fid,
+                        target_cast_hash,
+                        target_url,
+                        crdt_key,
+                        timestamp,
+                    });
+                } else {
+                    self.removes.push(RemoveRow {
+                        hash,
+                        set_kind: SetKind::Reaction,
+                        fid,
+                        crdt_key,
+                        timestamp,
+                    });
+                }
+            }
+            (
+                Ok(kind @ (MessageType::LinkAdd | MessageType::LinkRemove)),
+                message_data::Body::LinkBody(link),
+            ) => {
+                let target_fid = match link.target {
+                    Some(link_body::Target::TargetFid(target)) => target as i64,
+                    None => {
+                        return self
+                            .skip(index, SkipReason::Malformed("link without a target".into()));
+                    }
+                };
+                let link_type = sanitize_text(&link.r#type).into_owned();
+                let crdt_key = link_key(&link_type, target_fid);
+                if kind == MessageType::LinkAdd {
+                    self.links.push(LinkRow {
+                        hash,
+                        fid,
+                        target_fid,
+                        display_timestamp: link
+                            .display_timestamp
+                            .map(|seconds| ids::farcaster_to_unix(u64::from(seconds)) as i64),
+                        link_type,
+                        crdt_key,
+                        timestamp,
+                    });
+                } else {
+                    self.removes.push(RemoveRow {
+                        hash,
+                        set_kind: SetKind::Link,
+                        fid,
+                        crdt_key,
+                        timestamp,
+                    });
+                }
+            }
+            (
+                Ok(MessageType::LinkCompactState),
+                message_data::Body::LinkCompactStateBody(state),
+            ) => {
+                self.compact_states.push(CompactStateRow {
+                    fid,
+                    link_type: sanitize_text(&state.r#type).into_owned(),
+                    hash,
+                    timestamp,
+                    target_fids: state.target_fids.iter().map(|fid| *fid as i64).collect(),
+                });
+            }
+            (
+                Ok(MessageType::VerificationAddEthAddress),
+                message_data::Body::VerificationAddAddressBody(verification),
+            ) => {
+                self.verifications.push(VerificationRow {
+                    hash,
+                    fid,
+                    address: verification.address.clone(),
+                    block_hash: verification.block_hash.clone(),
+                    claim_signature: verification.claim_signature.clone(),
+                    verification_type: verification.verification_type as i16,
+                    chain_id: verification.chain_id as i32,
+                    protocol: verification.protocol as i16,
+                    timestamp,
+                });
+            }
+            (
+                Ok(MessageType::VerificationRemove),
+                message_data::Body::VerificationRemoveBody(remove),
+            ) => {
+                self.removes.push(RemoveRow {
+                    hash,
+                    set_kind: SetKind::Verification,
+                    fid,
+                    crdt_key: remove.address.clone(),
+                    timestamp,
+                });
+            }
+            (Ok(MessageType::UserDataAdd), message_data::Body::UserDataBody(user_data)) => {
+                self.user_data.push(UserDataRow {
+                    fid,
+                    data_type: user_data.r#type as i16,
+                    value: sanitize_text(&user_data.value).into_owned(),
+                    hash,
+                    timestamp,
+                });
+            }
+            (Ok(MessageType::UsernameProof), message_data::Body::UsernameProofBody(proof)) => {
+                if origin == Origin::Merged {
+                    self.proofs.push(proof_row(proof));
+                }
+            }
+            _ => self.skip(index, SkipReason::Unmodelled(data.r#type)),
+        }
+    }
+}
+
+/// Conflict key of a reaction within its fid: type, then the target (cast hash or URL).
+pub fn reaction_key(reaction_type: i32, cast_hash: Option<&[u8]>, url: Option<&str>) -> Vec<u8> {
+    let mut key =
+        Vec::with_capacity(2 + cast_hash.map_or(0, <[u8]>::len) + url.map_or(0, str::len));
+    key.push(reaction_type as u8);
+    match (cast_hash, url) {
+        (Some(hash), _) => {
+            key.push(b'c');
+            key.extend_from_slice(hash);
+        }
+        (None, Some(url)) => {
+            key.push(b'u');
+            key.extend_from_slice(url.as_bytes());
+        }
+        (None, None) => key.push(b'-'),
+    }
+    key
+}
+
+/// Conflict key of a link within its fid: type, then the target fid.
+pub fn link_key(link_type: &str, target_fid: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(link_type.len() + 9);
+    key.extend_from_slice(link_type.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&target_fid.to_be_bytes());
+    key
+}
+
+/// A message's time in Unix seconds.
+fn message_time(data: &MessageData) -> i64 {
+    ids::farcaster_to_unix(u64::from(data.timestamp)) as i64
+}
+
+fn cast_row(
+    hash: Vec<u8>,
+    fid: i64,
+    timestamp: i64,
+    cast: &waypoint_proto::CastAddBody,
+    signer: &[u8],
+) -> CastRow {
+    let (parent_fid, parent_hash, parent_url) = match &cast.parent {
+        Some(cast_add_body::Parent::ParentCastId(parent)) => {
+            (Some(parent.fid as i64), Some(parent.hash.clone()), None)
+        }
+        Some(cast_add_body::Parent::ParentUrl(url)) => {
+            (None, None, Some(sanitize_text(url).into_owned()))
+        }
+        None => (None, None, None),
+    };
+    CastRow {
+        hash,
+        fid,
+        timestamp,
+        text: sanitize_text(&cast.text).into_owned(),
+        cast_type: cast.r#type as i16,
+        parent_fid,
+        parent_hash,
+        parent_url,
+        embeds: embeds_json(cast),
+        mentions: json!(cast.mentions),
+        mentions_positions: json!(cast.mentions_positions),
+        signer: signer.to_vec(),
+    }
+}
+
+/// `[{"url": ...} | {"cast_id": {"fid": n, "hash": "hex"}}]`; deprecated string embeds as URLs.
+pub fn embeds_json(cast: &waypoint_proto::CastAddBody) -> Value {
+    let mut embeds: Vec<Value> = cast
+        .embeds
+        .iter()
+        .filter_map(|embed| match &embed.embed {
+            Some(embed::Embed::Url(url)) => Some(json!({"url": sanitize_text(url)})),
+            Some(embed::Embed::CastId(cast)) => {
+                Some(json!({"cast_id": {"fid": cast.fid, "hash": hex::encode(&cast.hash)}}))
+            }
+            None => None,
+        })
+        .collect();
+    if embeds.is_empty() {
+        embeds = cast
+            .embeds_deprecated
+            .iter()
+            .map(|url| json!({"url": sanitize_text(url)}))
+            .collect();
+    }
+    Value::Array(embeds)
+}
+
+fn proof_of_message(message: &Message) -> Option<UserNameProof> {
+    match verify::message_data(message).ok()?.body? {
+        message_data::Body::UsernameProofBody(proof) => Some(proof),
+        _ => None,
+    }
+}
+
+fn proof_row(proof: &UserNameProof) -> ProofRow {
+    ProofRow {
+        username: sanitize_text(&String::from_utf8_lossy(&proof.name)).into_owned(),
+        fid: proof.fid as i64,
+        proof_type: proof.r#type as i16,
+        owner: proof.owner.clone(),
+        signature: proof.signature.clone(),
+        timestamp: proof.timestamp as i64,
+    }
+}
+
+fn onchain_row(event: &OnChainEvent) -> OnchainRow {
+    let body = match &event.body {
+        Some(on_chain_event::Body::SignerEventBody(signer)) => json!({
+            "key": hex::encode(&signer.key),
+            "key_type": signer.key_type,
+            "event_type": signer.event_type,
+            "metadata": hex::encode(&signer.metadata),
+            "metadata_type": signer.metadata_type,
+        }),
+        Some(on_chain_event::Body::SignerMigratedEventBody(migrated)) => {
+            json!({"migrated_at": migrated.migrated_at})
+        }
+        Some(on_chain_event::Body::IdRegisterEventBody(register)) => json!({
+            "to": format!("0x{}", hex::encode(&register.to)),
+            "event_type": register.event_type,
+            "from": format!("0x{}", hex::encode(&register.from)),
+            "recovery_address": format!("0x{}", hex::encode(&register.recovery_address)),
+        }),
+        Some(on_chain_event::Body::StorageRentEventBody(rent)) => json!({
+            "payer": format!("0x{}", hex::encode(&rent.payer)),
+            "units": rent.units,
+            "expiry": rent.expiry,
+        }),
+        Some(on_chain_event::Body::TierPurchaseEventBody(tier)) => json!({
+            "tier_type": tier.tier_type,
+            "for_days": tier.for_days,
+            "payer": format!("0x{}", hex::encode(&tier.payer)),
+        }),
+        Some(on_chain_event::Body::ChannelRegisterEventBody(channel)) => json!({
+            "channel_key": sanitize_text(&channel.channel_key),
+            "expiry": channel.expiry,
+            "owner_address": format!("0x{}", hex::encode(&channel.owner_address)),
+            "event_type": channel.event_type,
+        }),
+        None => json!({}),
+    };
+    OnchainRow {
+        chain_id: event.chain_id as i32,
+        tx_hash: event.transaction_hash.clone(),
+        log_index: event.log_index as i32,
+        fid: event.fid as i64,
+        event_type: event.r#type as i16,
+        block_number: i64::from(event.block_number),
+        block_hash: event.block_hash.clone(),
+        block_timestamp: event.block_timestamp as i64,
+        tx_index: event.tx_index as i32,
+        version: event.version as i32,
+        body,
+    }
+}
+
+/// A JSON view of a message body for the `messages` table.
+fn body_json(data: &MessageData) -> Value {
+    match &data.body {
+        Some(message_data::Body::CastAddBody(cast)) => json!({
+            "text": sanitize_text(&cast.text),
+            "mentions": cast.mentions,
+            "mentions_positions": cast.mentions_positions,
+            "embeds": embeds_json(cast),
+            "parent": match &cast.parent {
+                Some(cast_add_body::Parent::ParentCastId(parent)) => json!({"fid": parent.fid, "hash": hex::encode(&parent.hash)}),
+                Some(cast_add_body::Parent::ParentUrl(url)) => json!({"url": sanitize_text(url)}),
+                None => Value::Null,
+            },
+            "type": cast.r#type,
+        }),
+        Some(message_data::Body::CastRemoveBody(remove)) => {
+            json!({"target_hash": hex::encode(&remove.target_hash)})
+        }
+        Some(message_data::Body::ReactionBody(reaction)) => json!({
+            "type": reaction.r#type,
+            "target": match &reaction.target {
+                Some(reaction_body::Target::TargetCastId(cast)) => json!({"fid": cast.fid, "hash": hex::encode(&cast.hash)}),
+                Some(reaction_body::Target::TargetUrl(url)) => json!({"url": sanitize_text(url)}),
+                None => Value::Null,
+            },
+        }),
+        Some(message_data::Body::LinkBody(link)) => json!({
+            "type": sanitize_text(&link.r#type),
+            "target_fid": match link.target { Some(link_body::Target::TargetFid(fid)) => json!(fid), None => Value::Null },
+            "display_timestamp": link.display_timestamp,
+        }),
+        Some(message_data::Body::LinkCompactStateBody(state)) => {
+            json!({"type": sanitize_text(&state.r#type), "target_fids": state.target_fids})
+        }
+        Some(message_data::Body::VerificationAddAddressBody(verification)) => json!({
+            "address": format!("0x{}", hex::encode(&verification.address)),
+            "protocol": verification.protocol,
+            "chain_id": verification.chain_id,
+            "verification_type": verification.verification_type,
+        }),
+        Some(message_data::Body::VerificationRemoveBody(remove)) => json!({
+            "address": format!("0x{}", hex::encode(&remove.address)),
+            "protocol": remove.protocol,
+        }),
+        Some(message_data::Body::UserDataBody(user_data)) => {
+            json!({"type": user_data.r#type, "value": sanitize_text(&user_data.value)})
+        }
+        Some(message_data::Body::UsernameProofBody(proof)) => json!({
+            "name": sanitize_text(&String::from_utf8_lossy(&proof.name)),
+            "fid": proof.fid,
+            "owner": format!("0x{}", hex::encode(&proof.owner)),
+            "type": proof.r#type,
+            "timestamp": proof.timestamp,
+        }),
+        Some(message_data::Body::LendStorageBody(lend)) => {
+            json!({"to_fid": lend.to_fid, "num_units": lend.num_units, "unit_type": lend.unit_type})
+        }
+        _ => json!({}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_what_must_not_collide() {
+        let hash = [1u8; 20];
+        assert_ne!(
+            reaction_key(1, Some(&hash), None),
+            reaction_key(2, Some(&hash), None)
+        );
+        assert_ne!(
+            reaction_key(1, Some(b"ab"), None),
+            reaction_key(1, None, Some("ab"))
+        );
+        assert_ne!(link_key("follow", 1), link_key("follow", 2));
+        assert_ne!(link_key("follow", 1), link_key("block", 1));
+    }
+}
