@@ -505,7 +505,7 @@ impl Writer<'_, '_> {
             self.execute(
                 "link_compact_states",
                 "INSERT INTO link_compact_states (fid, type, hash, \"timestamp\", target_fids)
-                 VALUES ($1, $2, $3, to_timestamp($4), $5)
+                 VALUES ($1, $2, $3, to_timestamp($4::int8), $5)
                  ON CONFLICT (fid, type) DO UPDATE SET hash = EXCLUDED.hash, \"timestamp\" = EXCLUDED.\"timestamp\",
                      target_fids = EXCLUDED.target_fids, updated_at = now()
                  WHERE (EXCLUDED.\"timestamp\", EXCLUDED.hash) > (link_compact_states.\"timestamp\", link_compact_states.hash)",
