@@ -44,52 +44,16 @@ pub async fn run(
     config: Config,
     config_path: Option<std::path::PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let metrics = crate::metrics::install();
-    crate::metrics::describe();
-
-    let redis = Redis::connect(&config.redis)
-        .await
-        .context("cannot start without Redis")?;
-    let pg = if matches!(role, Role::Both | Role::Consumer) {
-        Some(connect_database(&config).await?)
-    } else {
-        None
-    };
-
-    let hub = if matches!(role, Role::Both | Role::Producer) {
-        Some(hub::Client::new(hub::options_from_config(&config.hub)).context("hub client")?)
-    } else {
-        None
-    };
-    let runtime = Runtime::new(role, config, config_path, pg, redis, metrics.clone());
-    if let Some(hub) = hub {
-        runtime.set_hub(hub);
-    }
-    let tree = waypoint_actors::start_tree(ROOT, root_spec(&runtime))
-        .await
-        .context("the supervision tree did not start")?;
-    runtime.set_tree(tree.clone());
-    tracing::info!(role = ?role, "waypoint started");
-
-    let upkeep_stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(crate::metrics::run_upkeep(
-        metrics,
-        crate::metrics::UPKEEP_INTERVAL,
-        upkeep_stop.clone().cancelled_owned(),
-    ));
-    if runtime.produces() {
-        tokio::spawn(crate::pipeline::start_producer(runtime.clone()));
-    }
-
+    let service = Service::start(role, config, config_path).await?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let code = loop {
         tokio::select! {
-            _ = terminate.recv() => break drain(&runtime, "SIGTERM", &mut terminate, &mut interrupt).await,
-            _ = interrupt.recv() => break drain(&runtime, "SIGINT", &mut terminate, &mut interrupt).await,
-            _ = hangup.recv() => reload(&runtime).await,
-            exit = tree.wait() => {
+            _ = terminate.recv() => break drain(&service, "SIGTERM", &mut terminate, &mut interrupt).await,
+            _ = interrupt.recv() => break drain(&service, "SIGINT", &mut terminate, &mut interrupt).await,
+            _ = hangup.recv() => reload(&service.runtime).await,
+            exit = service.tree.wait() => {
                 match exit {
                     TreeExit::Failed(reason) => tracing::error!(%reason, "supervision tree failed, exiting"),
                     TreeExit::Stopped => tracing::error!("supervision tree stopped unexpectedly, exiting"),
@@ -98,11 +62,90 @@ pub async fn run(
             }
         }
     };
-    upkeep_stop.cancel();
-    if let Some(pg) = runtime.pg() {
-        pg.close();
-    }
+    service.close();
     Ok(code)
+}
+
+/// A started service: its shared state and tree.
+pub struct Service {
+    runtime: Runtime,
+    tree: waypoint_actors::Tree,
+    upkeep_stop: tokio_util::sync::CancellationToken,
+}
+
+impl Service {
+    /// Connects, migrates, starts the tree for `role` (and, for producers, the shard discovery
+    /// that adds the producer subtree).
+    pub async fn start(
+        role: Role,
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Service> {
+        let metrics = crate::metrics::install();
+        crate::metrics::describe();
+
+        let redis = Redis::connect(&config.redis)
+            .await
+            .context("cannot start without Redis")?;
+        let pg = if matches!(role, Role::Both | Role::Consumer) {
+            Some(connect_database(&config).await?)
+        } else {
+            None
+        };
+        let hub = if matches!(role, Role::Both | Role::Producer) {
+            Some(hub::Client::new(hub::options_from_config(&config.hub)).context("hub client")?)
+        } else {
+            None
+        };
+        let runtime = Runtime::new(role, config, config_path, pg, redis, metrics.clone());
+        if let Some(hub) = hub {
+            runtime.set_hub(hub);
+        }
+        let tree = waypoint_actors::start_tree(ROOT, root_spec(&runtime))
+            .await
+            .context("the supervision tree did not start")?;
+        runtime.set_tree(tree.clone());
+        tracing::info!(role = ?role, "waypoint started");
+
+        let upkeep_stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(crate::metrics::run_upkeep(
+            metrics,
+            crate::metrics::UPKEEP_INTERVAL,
+            upkeep_stop.clone().cancelled_owned(),
+        ));
+        if runtime.produces() {
+            tokio::spawn(crate::pipeline::start_producer(runtime.clone()));
+        }
+        Ok(Service {
+            runtime,
+            tree,
+            upkeep_stop,
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn tree(&self) -> &waypoint_actors::Tree {
+        &self.tree
+    }
+
+    /// Graceful shutdown within the configured grace period (what SIGTERM does).
+    pub async fn shutdown(self) -> Result<(), waypoint_actors::TreeError> {
+        let grace = self.runtime.config().supervisor.shutdown_grace();
+        self.runtime.begin_shutdown();
+        let result = self.tree.shutdown(grace).await;
+        self.close();
+        result
+    }
+
+    fn close(&self) {
+        self.upkeep_stop.cancel();
+        if let Some(pg) = self.runtime.pg() {
+            pg.close();
+        }
+    }
 }
 
 /// Creates the database when missing, connects with retries, and applies migrations.
@@ -172,19 +215,16 @@ pub fn supervisor_spec(
 
 /// Graceful shutdown: the whole tree within the grace period; a second signal exits at once.
 async fn drain(
-    runtime: &Runtime,
+    service: &Service,
     signal: &str,
     terminate: &mut tokio::signal::unix::Signal,
     interrupt: &mut tokio::signal::unix::Signal,
 ) -> ExitCode {
-    let grace = runtime.config().supervisor.shutdown_grace();
+    let grace = service.runtime.config().supervisor.shutdown_grace();
     tracing::info!(signal, grace_seconds = grace.as_secs(), "draining");
-    runtime.begin_shutdown();
-    let Some(tree) = runtime.tree().cloned() else {
-        return ExitCode::SUCCESS;
-    };
+    service.runtime.begin_shutdown();
     tokio::select! {
-        result = tree.shutdown(grace) => match result {
+        result = service.tree.shutdown(grace) => match result {
             Ok(()) => {
                 tracing::info!("drained, exiting");
                 ExitCode::SUCCESS
