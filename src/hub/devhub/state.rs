@@ -1,0 +1,479 @@
+//! The dev hub's state machine: merges history and live messages into the store and turns
+//! every merge into the events a node would log, block by block, per shard.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use tokio::sync::broadcast;
+use waypoint_proto::{
+    HubEventType, LinkCompactStateBody, MergeFailureBody, MergeMessageBody, MergeOnChainEventBody,
+    MergeUserNameProofBody, Message, MessageData, MessageType, OnChainEvent, PruneMessageBody,
+    RevokeMessageBody, UserNameProof, hub_event, link_body, message_data,
+};
+
+use super::dataset::{self, Dataset, DatasetOptions, Item, LiveGenerator};
+use super::faults::{Corruption, Faults, LiveStep};
+use super::log::{LogEntry, ShardLog};
+use super::sign;
+use super::store::{MergeError, Set, Store};
+use crate::hub::ids;
+
+/// First block number of every shard's history: a chain that has been running for a while.
+pub(crate) const FIRST_BLOCK: u64 = 1_000_000;
+
+/// Largest number of history items in one block.
+const MAX_HISTORY_BLOCK_ITEMS: u32 = 250;
+
+/// Share of history blocks that are empty.
+const EMPTY_BLOCK_RATE: f64 = 0.03;
+
+/// Figures of a build, for logs and the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    /// Messages generated (merged or not).
+    pub num_messages: usize,
+    /// Messages in the store after the history.
+    pub num_stored_messages: usize,
+    /// On-chain events.
+    pub num_onchain_events: usize,
+    /// Fname proofs generated.
+    pub num_username_proofs: usize,
+    /// Events logged over all shards (BLOCK_CONFIRMED included).
+    pub num_events: usize,
+    /// Blocks committed over all shards.
+    pub num_blocks: u64,
+}
+
+/// The store, the shard logs and the live generator.
+pub(crate) struct HubState {
+    pub store: Store,
+    /// Index shard - 1.
+    pub logs: Vec<ShardLog>,
+    pub live: LiveGenerator,
+    pub options: DatasetOptions,
+}
+
+impl HubState {
+    /// The shard of a fid (1 when it cannot be routed, which only fids beyond u32 hit).
+    pub(crate) fn shard_of(&self, fid: u64) -> u32 {
+        ids::shard_for_fid(fid, self.options.num_shards).unwrap_or(1)
+    }
+
+    /// The log of a data shard.
+    pub(crate) fn log(&self, shard: u32) -> Option<&ShardLog> {
+        self.logs.get(usize::try_from(shard.checked_sub(1)?).ok()?)
+    }
+
+    fn log_mut(&mut self, shard: u32) -> &mut ShardLog {
+        let index = (shard.max(1) - 1) as usize;
+        let last = self.logs.len() - 1;
+        &mut self.logs[index.min(last)]
+    }
+
+    /// Builds the history: generates the dataset, merges it and commits it as blocks.
+    pub(crate) fn build(
+        options: DatasetOptions,
+        senders: &[broadcast::Sender<Arc<LogEntry>>],
+        now: u64,
+    ) -> (HubState, BuildStats) {
+        let dataset = dataset::build(&options);
+        let live = LiveGenerator::new(&options, &dataset);
+        let logs = senders
+            .iter()
+            .enumerate()
+            .map(|(index, sender)| ShardLog::new(index as u32 + 1, FIRST_BLOCK, sender.clone()))
+            .collect();
+        let mut state = HubState {
+            store: Store::new(),
+            logs,
+            live,
+            options,
+        };
+        let stats = state.merge_history(dataset, now);
+        (state, stats)
+    }
+
+    fn shards_of_item(&self, item: &Item) -> ShardsOf {
+        match item {
+            Item::Message(message) => {
+                ShardsOf::One(self.shard_of(message.data.as_ref().map_or(0, |d| d.fid)))
+            }
+            Item::OnChain(event) => ShardsOf::One(self.shard_of(event.fid)),
+            Item::Proof(_) => ShardsOf::All,
+        }
+    }
+
+    fn merge_history(&mut self, dataset: Dataset, now: u64) -> BuildStats {
+        let num_shards = self.options.num_shards as usize;
+        let mut stats = BuildStats {
+            num_messages: dataset.num_messages,
+            ..BuildStats::default()
+        };
+        // Block sizes per shard are drawn up front so the number of history blocks is known,
+        // and their times can end at `now`, one second apart, as a live chain's would.
+        let mut items_per_shard = vec![0u64; num_shards];
+        for item in &dataset.items {
+            match self.shards_of_item(item) {
+                ShardsOf::One(shard) => items_per_shard[(shard - 1) as usize] += 1,
+                ShardsOf::All => items_per_shard.iter_mut().for_each(|n| *n += 1),
+            }
+        }
+        let mut cursors: Vec<BlockCursor> = items_per_shard
+            .iter()
+            .enumerate()
+            .map(|(index, num_items)| {
+                BlockCursor::new(self.options.seed, index as u32 + 1, *num_items, now)
+            })
+            .collect();
+        for cursor in &mut cursors {
+            cursor.skip_empty(&mut self.logs[(cursor.shard - 1) as usize]);
+        }
+
+        for item in dataset.items {
+            let shards = self.shards_of_item(&item);
+            let touched = match item {
+                Item::Message(message) => {
+                    let shard = self.shard_of(message.data.as_ref().map_or(0, |d| d.fid));
+                    if let Ok(deleted) = self.store.merge(message.clone()) {
+                        self.push_merge(shard, &message, deleted);
+                    }
+                    Some(shard)
+                }
+                Item::OnChain(event) => {
+                    stats.num_onchain_events += 1;
+                    let shard = self.shard_of(event.fid);
+                    self.merge_onchain_event(shard, event);
+                    Some(shard)
+                }
+                Item::Proof(proof) => {
+                    stats.num_username_proofs += 1;
+                    self.merge_username_proof(proof);
+                    None
+                }
+            };
+            let _ = touched;
+            match shards {
+                ShardsOf::One(shard) => {
+                    let cursor = &mut cursors[(shard - 1) as usize];
+                    cursor.advance(&mut self.logs[(shard - 1) as usize]);
+                }
+                ShardsOf::All => {
+                    for cursor in &mut cursors {
+                        let shard = cursor.shard;
+                        cursor.advance(&mut self.logs[(shard - 1) as usize]);
+                    }
+                }
+            }
+        }
+        for cursor in &mut cursors {
+            cursor.finish(&mut self.logs[(cursor.shard - 1) as usize]);
+        }
+        stats.num_stored_messages = self.store.num_messages();
+        stats.num_events = self.logs.iter().map(ShardLog::len).sum();
+        stats.num_blocks = self
+            .logs
+            .iter()
+            .map(|log| log.next_block() - FIRST_BLOCK)
+            .sum();
+        stats
+    }
+
+    fn push_merge(&mut self, shard: u32, message: &Message, deleted: Vec<Arc<Message>>) {
+        let compact = message
+            .data
+            .as_ref()
+            .is_some_and(|data| data.r#type == MessageType::LinkCompactState as i32);
+        // The node strips deleted_messages from LINK_COMPACT_STATE merges.
+        let deleted_messages = if compact {
+            Vec::new()
+        } else {
+            deleted.iter().map(|m| m.as_ref().clone()).collect()
+        };
+        self.log_mut(shard).push(
+            HubEventType::MergeMessage,
+            hub_event::Body::MergeMessageBody(MergeMessageBody {
+                message: Some(message.clone()),
+                deleted_messages,
+            }),
+        );
+    }
+
+    fn merge_onchain_event(&mut self, shard: u32, event: OnChainEvent) {
+        self.store.merge_onchain_event(event.clone());
+        self.log_mut(shard).push(
+            HubEventType::MergeOnChainEvent,
+            hub_event::Body::MergeOnChainEventBody(MergeOnChainEventBody {
+                on_chain_event: Some(event),
+            }),
+        );
+    }
+
+    /// Fname proofs are mirrored to every data shard.
+    fn merge_username_proof(&mut self, proof: UserNameProof) {
+        let Ok(replaced) = self.store.merge_username_proof(proof.clone()) else {
+            return;
+        };
+        for log in &mut self.logs {
+            log.push(
+                HubEventType::MergeUsernameProof,
+                hub_event::Body::MergeUsernameProofBody(MergeUserNameProofBody {
+                    username_proof: Some(proof.clone()),
+                    deleted_username_proof: replaced.clone(),
+                    username_proof_message: None,
+                    deleted_username_proof_message: None,
+                }),
+            );
+        }
+    }
+
+    /// Commits one block on every shard (empty ones included) at `now`, applies retention,
+    /// and moves the live clock on.
+    pub(crate) fn commit_round(&mut self, now: u64, retention: Option<u64>) {
+        for log in &mut self.logs {
+            log.commit(now);
+            if let Some(blocks) = retention {
+                log.retain_blocks(blocks);
+            }
+        }
+        self.live.tick();
+    }
+
+    /// Applies the retention window to every shard now.
+    pub(crate) fn apply_retention(&mut self, retention: Option<u64>) {
+        if let Some(blocks) = retention {
+            for log in &mut self.logs {
+                log.retain_blocks(blocks);
+            }
+        }
+    }
+
+    /// One live step: a new message, or the fault the faults pick instead.
+    pub(crate) fn live_step(&mut self, faults: &Faults) {
+        match faults.pick_step(&mut self.live.rng) {
+            LiveStep::Message => self.live_message(faults),
+            LiveStep::Prune => self.live_remove(true),
+            LiveStep::Revoke => self.live_remove(false),
+            LiveStep::MergeFailure => self.live_merge_failure(),
+            LiveStep::CompactState => self.live_compact_state(),
+        }
+    }
+
+    fn live_message(&mut self, faults: &Faults) {
+        let Some(message) = self.live.next_message(&self.store) else {
+            return;
+        };
+        let fid = message.data.as_ref().map_or(0, |d| d.fid);
+        let shard = self.shard_of(fid);
+        if let Some(corruption) = faults.pick_corruption(&mut self.live.rng) {
+            let mut noise = [0u8; 24];
+            self.live.rng.fill(&mut noise);
+            let Some(key) = self.live.key(fid) else {
+                return;
+            };
+            let broken = match corruption {
+                Corruption::BadHash => sign::with_bad_hash(&message, key),
+                Corruption::BadSignature => sign::with_bad_signature(&message),
+                Corruption::Undecodable => sign::undecodable(&sign::garbage_bytes(&noise), key),
+            };
+            self.push_merge(shard, &broken, Vec::new());
+            return;
+        }
+        let message = Arc::new(message);
+        if let Ok(deleted) = self.store.merge(message.clone()) {
+            self.push_merge(shard, &message, deleted);
+        }
+    }
+
+    /// A random stored message of a random fid: the oldest of one of its sets for a prune,
+    /// any for a revoke. Tries a few fids, as some have nothing stored.
+    fn pick_stored(&mut self, oldest: bool) -> Option<Arc<Message>> {
+        const SETS: [Set; 5] = [
+            Set::Casts,
+            Set::Reactions,
+            Set::Links,
+            Set::Verifications,
+            Set::UserData,
+        ];
+        for _ in 0..20 {
+            let fid = self.live.random_fid();
+            let set = *SETS.choose(&mut self.live.rng)?;
+            let messages = self.store.fid_messages(fid, set);
+            let picked = if oldest {
+                messages.first().cloned()
+            } else {
+                messages.choose(&mut self.live.rng).cloned()
+            };
+            if picked.is_some() {
+                return picked;
+            }
+        }
+        None
+    }
+
+    fn live_remove(&mut self, prune: bool) {
+        let Some(message) = self.pick_stored(prune) else {
+            return;
+        };
+        let Some(removed) = self.store.delete(&message.hash) else {
+            return;
+        };
+        let shard = self.shard_of(removed.data.as_ref().map_or(0, |d| d.fid));
+        let message = Some(removed.as_ref().clone());
+        if prune {
+            self.log_mut(shard).push(
+                HubEventType::PruneMessage,
+                hub_event::Body::PruneMessageBody(PruneMessageBody { message }),
+            );
+        } else {
+            self.log_mut(shard).push(
+                HubEventType::RevokeMessage,
+                hub_event::Body::RevokeMessageBody(RevokeMessageBody { message }),
+            );
+        }
+    }
+
+    /// A message that made it into a block but did not merge: a re-submitted duplicate.
+    fn live_merge_failure(&mut self) {
+        let Some(message) = self.pick_stored(false) else {
+            return;
+        };
+        let shard = self.shard_of(message.data.as_ref().map_or(0, |d| d.fid));
+        let error = MergeError::Duplicate;
+        self.log_mut(shard).push(
+            HubEventType::MergeFailure,
+            hub_event::Body::MergeFailure(MergeFailureBody {
+                message: Some(message.as_ref().clone()),
+                code: error.code().to_string(),
+                reason: error.to_string(),
+            }),
+        );
+    }
+
+    /// A LINK_COMPACT_STATE listing a subset of a fid's current follows.
+    fn live_compact_state(&mut self) {
+        for _ in 0..20 {
+            let fid = self.live.random_fid();
+            let follows: Vec<u64> = self
+                .store
+                .fid_messages(fid, Set::Links)
+                .iter()
+                .filter_map(|message| {
+                    let data = message.data.as_ref()?;
+                    let Some(message_data::Body::LinkBody(body)) = data.body.as_ref() else {
+                        return None;
+                    };
+                    if data.r#type != MessageType::LinkAdd as i32 || body.r#type != "follow" {
+                        return None;
+                    }
+                    let Some(link_body::Target::TargetFid(target)) = body.target else {
+                        return None;
+                    };
+                    Some(target)
+                })
+                .collect();
+            if follows.is_empty() {
+                continue;
+            }
+            let mut kept: Vec<u64> = follows
+                .into_iter()
+                .filter(|_| self.live.rng.random_bool(0.7))
+                .collect();
+            kept.sort_unstable();
+            let timestamp = self.live.timestamp_for(fid);
+            let data = MessageData {
+                r#type: MessageType::LinkCompactState as i32,
+                fid,
+                timestamp,
+                network: self.options.network as i32,
+                body: Some(message_data::Body::LinkCompactStateBody(
+                    LinkCompactStateBody {
+                        r#type: "follow".to_string(),
+                        target_fids: kept,
+                    },
+                )),
+            };
+            let Some(message) = self.live.sign(data) else {
+                return;
+            };
+            let message = Arc::new(message);
+            let shard = self.shard_of(fid);
+            if let Ok(deleted) = self.store.merge(message.clone()) {
+                self.push_merge(shard, &message, deleted);
+            }
+            return;
+        }
+    }
+}
+
+enum ShardsOf {
+    One(u32),
+    All,
+}
+
+/// Cuts a shard's history into blocks of drawn sizes.
+struct BlockCursor {
+    shard: u32,
+    sizes: VecDeque<u32>,
+    remaining: u32,
+    next_timestamp: u64,
+}
+
+impl BlockCursor {
+    fn new(seed: u64, shard: u32, num_items: u64, now: u64) -> BlockCursor {
+        let mut rng = dataset::rng_for(seed, "blocks", u64::from(shard));
+        let mut sizes = VecDeque::new();
+        let mut covered = 0u64;
+        while covered < num_items {
+            let size = if rng.random_bool(EMPTY_BLOCK_RATE) {
+                0
+            } else {
+                rng.random_range(1..=MAX_HISTORY_BLOCK_ITEMS)
+            };
+            covered += u64::from(size);
+            sizes.push_back(size);
+        }
+        let num_blocks = sizes.len().max(1) as u64;
+        let remaining = sizes.pop_front().unwrap_or(0);
+        BlockCursor {
+            shard,
+            sizes,
+            remaining,
+            next_timestamp: now.saturating_sub(num_blocks),
+        }
+    }
+
+    fn commit(&mut self, log: &mut ShardLog) {
+        log.commit(self.next_timestamp);
+        self.next_timestamp += 1;
+    }
+
+    /// Commits the empty blocks due now.
+    fn skip_empty(&mut self, log: &mut ShardLog) {
+        while self.remaining == 0 {
+            let Some(next) = self.sizes.pop_front() else {
+                return;
+            };
+            self.commit(log);
+            self.remaining = next;
+        }
+    }
+
+    /// Counts one item into the current block, committing it when full.
+    fn advance(&mut self, log: &mut ShardLog) {
+        self.remaining = self.remaining.saturating_sub(1);
+        if self.remaining == 0 {
+            self.commit(log);
+            self.remaining = self.sizes.pop_front().unwrap_or(MAX_HISTORY_BLOCK_ITEMS);
+            self.skip_empty(log);
+        }
+    }
+
+    /// Commits what is left (the chain always has at least one block).
+    fn finish(&mut self, log: &mut ShardLog) {
+        if log.num_pending() > 0 || log.next_block() == FIRST_BLOCK {
+            self.commit(log);
+        }
+    }
+}
