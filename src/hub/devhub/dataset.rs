@@ -434,9 +434,16 @@ fn onchain_event(
     tx: u64,
     log_index: u32,
     tx_index: u32,
-    event_type: OnChainEventType,
     body: on_chain_event::Body,
 ) -> OnChainEvent {
+    let event_type = match &body {
+        on_chain_event::Body::SignerEventBody(_) => OnChainEventType::Signer,
+        on_chain_event::Body::SignerMigratedEventBody(_) => OnChainEventType::SignerMigrated,
+        on_chain_event::Body::IdRegisterEventBody(_) => OnChainEventType::IdRegister,
+        on_chain_event::Body::StorageRentEventBody(_) => OnChainEventType::StorageRent,
+        on_chain_event::Body::TierPurchaseEventBody(_) => OnChainEventType::TierPurchase,
+        on_chain_event::Body::ChannelRegisterEventBody(_) => OnChainEventType::ChannelRegister,
+    };
     let unix = ids::farcaster_to_unix(u64::from(farcaster_time));
     let block_number = optimism_block(unix);
     OnChainEvent {
@@ -710,7 +717,6 @@ fn plan_fid(options: &DatasetOptions, fid: u64) -> FidPlan {
             tx,
             first_log,
             tx_index,
-            OnChainEventType::IdRegister,
             on_chain_event::Body::IdRegisterEventBody(IdRegisterEventBody {
                 to: custody.clone(),
                 event_type: IdRegisterEventType::Register as i32,
@@ -731,7 +737,6 @@ fn plan_fid(options: &DatasetOptions, fid: u64) -> FidPlan {
             tx,
             first_log + 1,
             tx_index,
-            OnChainEventType::StorageRent,
             on_chain_event::Body::StorageRentEventBody(StorageRentEventBody {
                 payer: custody.clone(),
                 units: if rng.random_bool(0.9) {
@@ -755,7 +760,6 @@ fn plan_fid(options: &DatasetOptions, fid: u64) -> FidPlan {
             tx,
             first_log + 2,
             tx_index,
-            OnChainEventType::Signer,
             on_chain_event::Body::SignerEventBody(SignerEventBody {
                 key: key.verifying_key().to_bytes().to_vec(),
                 key_type: 1,
@@ -897,7 +901,6 @@ fn plan_fid(options: &DatasetOptions, fid: u64) -> FidPlan {
                 fid * 16 + 1,
                 rng.random_range(0..8),
                 rng.random_range(0..40),
-                OnChainEventType::IdRegister,
                 on_chain_event::Body::IdRegisterEventBody(IdRegisterEventBody {
                     to: custody.clone(),
                     event_type: IdRegisterEventType::ChangeRecovery as i32,
@@ -921,7 +924,6 @@ fn plan_fid(options: &DatasetOptions, fid: u64) -> FidPlan {
                 fid * 16 + 2,
                 rng.random_range(0..8),
                 rng.random_range(0..40),
-                OnChainEventType::StorageRent,
                 on_chain_event::Body::StorageRentEventBody(StorageRentEventBody {
                     payer: random_bytes(&mut rng, 20),
                     units: 1,
@@ -939,13 +941,8 @@ fn plan_fid(options: &DatasetOptions, fid: u64) -> FidPlan {
     }
 }
 
-/// Second pass for one fid: every remaining message, in slot order, then signed.
-fn fill_fid(
-    options: &DatasetOptions,
-    plan: FidPlan,
-    targets: &[CastTarget],
-    key: &SigningKey,
-) -> Vec<Timed> {
+/// Second pass for one fid: every remaining message, in slot order (signed by the caller).
+fn fill_fid(options: &DatasetOptions, plan: FidPlan, targets: &[CastTarget]) -> Vec<Timed> {
     let FidPlan {
         fid,
         slots,
@@ -1134,7 +1131,6 @@ fn fill_fid(
         });
         seq += 1;
     }
-    let _ = key;
     timed
 }
 
@@ -1192,7 +1188,7 @@ pub(crate) fn build(options: &DatasetOptions) -> Dataset {
     let per_fid: Vec<Vec<(Timed, Option<Arc<Message>>)>> = parallel_map(plans, |plan| {
         let fid = plan.fid;
         let key = &keys_ref[(fid - 1) as usize];
-        fill_fid(options, plan, targets_ref, key)
+        fill_fid(options, plan, targets_ref)
             .into_iter()
             .map(|mut timed| {
                 let signed = match std::mem::replace(

@@ -68,6 +68,16 @@ pub(crate) fn event_token(id: u64) -> Vec<u8> {
     token
 }
 
+/// Appends `HubEvent.timestamp` (field 15, varint) to an encoded event.
+fn append_timestamp(bytes: &mut Vec<u8>, timestamp: u64) {
+    if timestamp == 0 {
+        return;
+    }
+    const TIMESTAMP_TAG: u8 = 15 << 3;
+    bytes.push(TIMESTAMP_TAG);
+    prost::encoding::encode_varint(timestamp, bytes);
+}
+
 /// Decodes an event key; None when it is not one.
 pub(crate) fn id_of_token(token: &[u8]) -> Option<u64> {
     let (prefix, id) = token.split_first()?;
@@ -135,25 +145,33 @@ impl ShardLog {
         let timestamp = timestamp.max(self.last_block_timestamp);
         self.last_block_timestamp = timestamp;
 
-        // The block hash covers the previous hash and the block's contents, not its time, so
-        // that a dataset's blocks are the same on every run.
+        // Events are encoded without their timestamp, which is appended as a last field (a
+        // valid protobuf encoding): the block hash covers those bytes, so a dataset's blocks
+        // hash the same on every run, and each event is encoded once.
+        let total_events = events.len() as u64 + 1;
+        let mut counts: BTreeMap<i32, u64> = BTreeMap::new();
+        counts.insert(HubEventType::BlockConfirmed as i32, 1);
+        let mut encoded: Vec<(u64, i32, Vec<u8>)> = Vec::with_capacity(events.len() + 1);
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.last_block_hash);
         hasher.update(&self.shard.to_be_bytes());
         hasher.update(&block_number.to_be_bytes());
-        let mut counts: BTreeMap<i32, u64> = BTreeMap::new();
-        counts.insert(HubEventType::BlockConfirmed as i32, 1);
-        for event in &events {
+        for (index, mut event) in events.into_iter().enumerate() {
             *counts.entry(event.r#type).or_default() += 1;
-            hasher.update(&event.encode_to_vec());
+            event.id = ids::event_id(block_number, index as u64 + 1);
+            event.block_number = block_number;
+            event.shard_index = self.shard;
+            event.timestamp = 0;
+            let bytes = event.encode_to_vec();
+            hasher.update(&bytes);
+            encoded.push((event.id, event.r#type, bytes));
         }
         let block_hash = *hasher.finalize().as_bytes();
         self.last_block_hash = block_hash;
 
-        let total_events = events.len() as u64 + 1;
         let confirmed = HubEvent {
             r#type: HubEventType::BlockConfirmed as i32,
-            id: 0,
+            id: ids::event_id(block_number, 0),
             body: Some(hub_event::Body::BlockConfirmedBody(BlockConfirmedBody {
                 block_number,
                 shard_index: self.shard,
@@ -161,23 +179,24 @@ impl ShardLog {
                 block_hash: block_hash.to_vec(),
                 total_events,
                 event_counts_by_type: counts.into_iter().collect(),
-                max_block_event_seqnum: events.len() as u64,
+                max_block_event_seqnum: total_events - 1,
             })),
-            block_number: 0,
+            block_number,
             shard_index: self.shard,
             timestamp: 0,
         };
+        encoded.insert(
+            0,
+            (confirmed.id, confirmed.r#type, confirmed.encode_to_vec()),
+        );
 
-        let mut committed = Vec::with_capacity(events.len() + 1);
-        for (seq, mut event) in std::iter::once(confirmed).chain(events).enumerate() {
-            event.id = ids::event_id(block_number, seq as u64);
-            event.block_number = block_number;
-            event.shard_index = self.shard;
-            event.timestamp = timestamp;
+        let mut committed = Vec::with_capacity(encoded.len());
+        for (id, event_type, mut bytes) in encoded {
+            append_timestamp(&mut bytes, timestamp);
             let entry = Arc::new(LogEntry {
-                id: event.id,
-                event_type: event.r#type,
-                bytes: Bytes::from(event.encode_to_vec()),
+                id,
+                event_type,
+                bytes: Bytes::from(bytes),
             });
             self.entries.push_back(entry.clone());
             // No receivers is fine: nobody is subscribed.

@@ -133,27 +133,23 @@ impl HubState {
 
         for item in dataset.items {
             let shards = self.shards_of_item(&item);
-            let touched = match item {
+            match item {
                 Item::Message(message) => {
                     let shard = self.shard_of(message.data.as_ref().map_or(0, |d| d.fid));
                     if let Ok(deleted) = self.store.merge(message.clone()) {
                         self.push_merge(shard, &message, deleted);
                     }
-                    Some(shard)
                 }
                 Item::OnChain(event) => {
                     stats.num_onchain_events += 1;
                     let shard = self.shard_of(event.fid);
                     self.merge_onchain_event(shard, event);
-                    Some(shard)
                 }
                 Item::Proof(proof) => {
                     stats.num_username_proofs += 1;
                     self.merge_username_proof(proof);
-                    None
                 }
-            };
-            let _ = touched;
+            }
             match shards {
                 ShardsOf::One(shard) => {
                     let cursor = &mut cursors[(shard - 1) as usize];
