@@ -1310,13 +1310,12 @@ impl LiveGenerator {
         Some(sign::sign(data, key))
     }
 
-    /// The next live message: mostly casts, reactions and follows, with removes and profile
+    /// The next live message of `fid` (whose shard store is `store`): mostly casts, reactions and follows, with removes and profile
     /// updates, aimed at what the store currently holds. None when the hub has no fids.
-    pub(crate) fn next_message(&mut self, store: &Store) -> Option<Message> {
+    pub(crate) fn next_message(&mut self, fid: u64, store: &Store) -> Option<Message> {
         if self.num_fids == 0 {
             return None;
         }
-        let fid = self.random_fid();
         let roll = self.rng.random_range(0..100);
         let network = self.network;
         let data = match roll {

@@ -338,7 +338,7 @@ impl Shared {
     }
 
     fn dump_state(&self) -> ReplicaState {
-        self.read_state().store.dump()
+        self.read_state().dump()
     }
 }
 

@@ -29,7 +29,7 @@ use super::Shared;
 use super::faults::Faults;
 use super::log::{self, LogEntry};
 use super::state::HubState;
-use super::store::{BadPageToken, DEFAULT_PAGE_SIZE, Page, PageOptions, Set, Target};
+use super::store::{BadPageToken, DEFAULT_PAGE_SIZE, Page, PageOptions, Set, Store, Target};
 use crate::hub::ids;
 
 /// Events replayed per read of the log, as the node pages its store.
@@ -88,24 +88,24 @@ impl HubServer {
         }))
     }
 
-    /// A query that spans every shard: one page per shard, and a JSON array of per-shard
+    /// A query that spans every shard store: one page per shard, and a JSON array of per-shard
     /// tokens that is always returned (all null when every shard is done).
     fn cross_shard_page(
         &self,
         page_token: Option<Vec<u8>>,
         page_size: Option<u32>,
         reverse: Option<bool>,
-        query: impl Fn(&HubState, u32, &PageOptions) -> Result<Page, BadPageToken>,
+        query: impl Fn(&Store, &PageOptions) -> Result<Page, BadPageToken>,
     ) -> Result<Response<MessagesResponse>, Status> {
         let num_shards = self.num_shards() as usize;
         let tokens = per_shard_tokens(page_token, num_shards)?;
         let mut messages = Vec::new();
         let mut next_tokens: Vec<Option<Vec<u8>>> = Vec::with_capacity(num_shards);
         let state = self.shared.read_state();
-        for (index, token) in tokens.into_iter().enumerate() {
+        for (store, token) in state.stores.iter().zip(tokens) {
             let options = PageOptions::new(page_size, token, reverse);
             // The node answers an empty page for a shard whose query fails.
-            let page = query(&state, index as u32 + 1, &options).unwrap_or_default();
+            let page = query(store, &options).unwrap_or_default();
             messages.extend(page.messages);
             next_tokens.push(page.next_page_token);
         }
@@ -153,10 +153,6 @@ fn message_response(
     message
         .map(|message| Response::new(message.as_ref().clone()))
         .ok_or_else(|| not_found(what))
-}
-
-fn fid_of(message: &Message) -> u64 {
-    message.data.as_ref().map_or(0, |data| data.fid)
 }
 
 fn timestamps(request: &FidTimestampRequest) -> (Option<u32>, Option<u32>) {
@@ -219,9 +215,9 @@ impl HubService for HubServer {
             let mut data_infos = Vec::new();
             for log in &state.logs {
                 let shard = log.shard();
-                let in_shard = |fid: u64| state.shard_of(fid) == shard;
-                let num_messages = state.store.num_messages_where(in_shard);
-                let num_registrations = state.store.num_registrations_where(in_shard);
+                let store = state.store(shard);
+                let num_messages = store.map_or(0, |store| store.num_messages() as u64);
+                let num_registrations = store.map_or(0, Store::num_registrations);
                 let height = log.next_block().saturating_sub(1);
                 max_height = max_height.max(height);
                 // A rough on-disk size: the node reports RocksDB's estimate.
@@ -282,8 +278,9 @@ impl HubService for HubServer {
             .transpose()?;
         let events = self.read(|state| {
             state
-                .store
-                .id_register_events(|fid| state.shard_of(fid) == shard)
+                .store(shard)
+                .map(Store::id_register_events)
+                .unwrap_or_default()
         });
         // Paging walks every ID_REGISTER event; only REGISTER ones become fids, after paging.
         let size = options.page_size.map_or(DEFAULT_PAGE_SIZE, |s| s as usize);
@@ -439,7 +436,12 @@ impl HubService for HubServer {
         let request = request.into_inner();
         self.shard_for(request.fid)?;
         let state = self.shared.read_state();
-        message_response(state.store.cast(request.fid, &request.hash), "cast")
+        message_response(
+            state
+                .store_for(request.fid)
+                .cast(request.fid, &request.hash),
+            "cast",
+        )
     }
 
     async fn get_casts_by_fid(
@@ -450,7 +452,7 @@ impl HubService for HubServer {
         let options = PageOptions::new(request.page_size, request.page_token, request.reverse);
         self.fid_page(request.fid, |state| {
             state
-                .store
+                .store_for(request.fid)
                 .adds(request.fid, Set::Casts, &options, |_| true)
         })
     }
@@ -467,15 +469,12 @@ impl HubService for HubServer {
             request.page_token,
             request.page_size,
             request.reverse,
-            |state, shard, options| {
-                let in_shard = |message: &Message| state.shard_of(fid_of(message)) == shard;
-                match &parent {
-                    casts_by_parent_request::Parent::ParentCastId(cast_id) => state
-                        .store
-                        .casts_by_parent_cast(cast_id.fid, &cast_id.hash, options, in_shard),
-                    casts_by_parent_request::Parent::ParentUrl(url) => {
-                        state.store.casts_by_parent_url(url, options, in_shard)
-                    }
+            |store, options| match &parent {
+                casts_by_parent_request::Parent::ParentCastId(cast_id) => {
+                    store.casts_by_parent_cast(cast_id.fid, &cast_id.hash, options)
+                }
+                casts_by_parent_request::Parent::ParentUrl(url) => {
+                    store.casts_by_parent_url(url, options)
                 }
             },
         )
@@ -491,11 +490,7 @@ impl HubService for HubServer {
             request.page_token,
             request.page_size,
             request.reverse,
-            |state, shard, options| {
-                state.store.casts_by_mention(mention, options, |message| {
-                    state.shard_of(fid_of(message)) == shard
-                })
-            },
+            |store, options| store.casts_by_mention(mention, options),
         )
     }
 
@@ -520,7 +515,7 @@ impl HubService for HubServer {
         let state = self.shared.read_state();
         message_response(
             state
-                .store
+                .store_for(request.fid)
                 .reaction(request.fid, request.reaction_type, target),
             "reaction",
         )
@@ -536,7 +531,7 @@ impl HubService for HubServer {
         let wanted = request.reaction_type.filter(|t| *t != 0);
         self.fid_page(request.fid, |state| {
             state
-                .store
+                .store_for(request.fid)
                 .adds(request.fid, Set::Reactions, &options, |data| {
                     wanted.is_none_or(|wanted| reaction_type_of(data) == Some(wanted))
                 })
@@ -596,7 +591,9 @@ impl HubService for HubServer {
             .map_err(|_| Status::invalid_argument("Invalid user data type"))?;
         let state = self.shared.read_state();
         message_response(
-            state.store.user_data(request.fid, request.user_data_type),
+            state
+                .store_for(request.fid)
+                .user_data(request.fid, request.user_data_type),
             "user data",
         )
     }
@@ -609,7 +606,7 @@ impl HubService for HubServer {
         let options = PageOptions::new(request.page_size, request.page_token, request.reverse);
         self.fid_page(request.fid, |state| {
             state
-                .store
+                .store_for(request.fid)
                 .adds(request.fid, Set::UserData, &options, |_| true)
         })
     }
@@ -625,8 +622,9 @@ impl HubService for HubServer {
         }
         let state = self.shared.read_state();
         state
-            .store
-            .username_proof(&request.name)
+            .stores
+            .iter()
+            .find_map(|store| store.username_proof(&request.name))
             .cloned()
             .map(Response::new)
             .ok_or_else(|| not_found("username proof"))
@@ -640,15 +638,16 @@ impl HubService for HubServer {
         let state = self.shared.read_state();
         // Each shard's user data store indexes the fid's latest fname, and fnames are mirrored
         // to every shard: the node returns one copy per shard.
-        let latest = state
-            .store
-            .username_proofs(request.fid)
-            .into_iter()
-            .max_by_key(|proof| (proof.timestamp, proof.name.clone()));
-        let proofs = match latest {
-            Some(proof) => vec![proof; self.num_shards() as usize],
-            None => Vec::new(),
-        };
+        let proofs = state
+            .stores
+            .iter()
+            .filter_map(|store| {
+                store
+                    .username_proofs(request.fid)
+                    .into_iter()
+                    .max_by_key(|proof| (proof.timestamp, proof.name.clone()))
+            })
+            .collect();
         Ok(Response::new(UsernameProofsResponse { proofs }))
     }
 
@@ -660,7 +659,9 @@ impl HubService for HubServer {
         self.shard_for(request.fid)?;
         let state = self.shared.read_state();
         message_response(
-            state.store.verification(request.fid, &request.address),
+            state
+                .store_for(request.fid)
+                .verification(request.fid, &request.address),
             "verification",
         )
     }
@@ -673,7 +674,7 @@ impl HubService for HubServer {
         let options = PageOptions::new(request.page_size, request.page_token, request.reverse);
         self.fid_page(request.fid, |state| {
             state
-                .store
+                .store_for(request.fid)
                 .adds(request.fid, Set::Verifications, &options, |_| true)
         })
     }
@@ -686,8 +687,14 @@ impl HubService for HubServer {
         OnChainEventType::try_from(request.event_type)
             .map_err(|_| Status::invalid_argument("Invalid event type"))?;
         // Paging is ignored: every event of the type, no token.
-        let mut events =
-            self.read(|state| state.store.onchain_events(request.fid, request.event_type));
+        // Merged across the shard stores (only the fid's home shard has them here).
+        let mut events = self.read(|state| {
+            state
+                .stores
+                .iter()
+                .flat_map(|store| store.onchain_events(request.fid, request.event_type))
+                .collect::<Vec<_>>()
+        });
         events.sort_by_key(onchain_key);
         Ok(Response::new(OnChainEventResponse {
             events,
@@ -702,7 +709,7 @@ impl HubService for HubServer {
         let request = request.into_inner();
         let events = self.read(|state| {
             state
-                .store
+                .store_for(request.fid)
                 .onchain_events(request.fid, OnChainEventType::IdRegister as i32)
         });
         events
@@ -728,7 +735,9 @@ impl HubService for HubServer {
         };
         let state = self.shared.read_state();
         message_response(
-            state.store.link(request.fid, &request.link_type, target),
+            state
+                .store_for(request.fid)
+                .link(request.fid, &request.link_type, target),
             "link",
         )
     }
@@ -742,11 +751,13 @@ impl HubService for HubServer {
         // Absent or empty means every type.
         let wanted = request.link_type.filter(|t| !t.is_empty());
         self.fid_page(request.fid, |state| {
-            state.store.adds(request.fid, Set::Links, &options, |data| {
-                wanted
-                    .as_deref()
-                    .is_none_or(|wanted| link_type_of(data) == Some(wanted))
-            })
+            state
+                .store_for(request.fid)
+                .adds(request.fid, Set::Links, &options, |data| {
+                    wanted
+                        .as_deref()
+                        .is_none_or(|wanted| link_type_of(data) == Some(wanted))
+                })
         })
     }
 
@@ -765,13 +776,7 @@ impl HubService for HubServer {
             request.page_token,
             request.page_size,
             request.reverse,
-            |state, shard, options| {
-                state
-                    .store
-                    .links_by_target(target, Some(&link_type), options, |message| {
-                        state.shard_of(fid_of(message)) == shard
-                    })
-            },
+            |store, options| store.links_by_target(target, Some(&link_type), options),
         )
     }
 
@@ -782,7 +787,9 @@ impl HubService for HubServer {
         let request = request.into_inner();
         let options = PageOptions::new(request.page_size, request.page_token, request.reverse);
         self.fid_page(request.fid, |state| {
-            state.store.compact_states(request.fid, &options)
+            state
+                .store_for(request.fid)
+                .compact_states(request.fid, &options)
         })
     }
 
@@ -844,7 +851,7 @@ impl HubServer {
         let options = PageOptions::new(request.page_size, request.page_token, request.reverse);
         self.fid_page(request.fid, |state| {
             state
-                .store
+                .store_for(request.fid)
                 .all_messages(request.fid, set, start, stop, &options)
         })
     }
@@ -863,14 +870,8 @@ impl HubServer {
             page_token,
             page_size,
             reverse,
-            |state, shard, options| match &target {
-                Some(target) => {
-                    state
-                        .store
-                        .reactions_by_target(target, reaction_type, options, |message| {
-                            state.shard_of(fid_of(message)) == shard
-                        })
-                }
+            |store, options| match &target {
+                Some(target) => store.reactions_by_target(target, reaction_type, options),
                 None => Ok(Page::default()),
             },
         )

@@ -9,8 +9,8 @@ use rand::seq::IndexedRandom;
 use tokio::sync::broadcast;
 use waypoint_proto::{
     HubEventType, LinkCompactStateBody, MergeFailureBody, MergeMessageBody, MergeOnChainEventBody,
-    MergeUserNameProofBody, Message, MessageData, MessageType, OnChainEvent, PruneMessageBody,
-    RevokeMessageBody, UserNameProof, hub_event, link_body, message_data,
+    MergeUserNameProofBody, Message, MessageData, MessageType, PruneMessageBody, RevokeMessageBody,
+    hub_event, link_body, message_data,
 };
 
 use super::dataset::{self, Dataset, DatasetOptions, Item, LiveGenerator};
@@ -19,6 +19,7 @@ use super::log::{LogEntry, ShardLog};
 use super::sign;
 use super::store::{MergeError, Set, Store};
 use crate::hub::ids;
+use crate::replica::ReplicaState;
 
 /// First block number of every shard's history: a chain that has been running for a while.
 pub(crate) const FIRST_BLOCK: u64 = 1_000_000;
@@ -46,9 +47,10 @@ pub struct BuildStats {
     pub num_blocks: u64,
 }
 
-/// The store, the shard logs and the live generator.
+/// The shard stores, the shard logs and the live generator.
 pub(crate) struct HubState {
-    pub store: Store,
+    /// One store per data shard, as on the node (index shard - 1).
+    pub stores: Vec<Store>,
     /// Index shard - 1.
     pub logs: Vec<ShardLog>,
     pub live: LiveGenerator,
@@ -61,15 +63,30 @@ impl HubState {
         ids::shard_for_fid(fid, self.options.num_shards).unwrap_or(1)
     }
 
+    fn index_of(&self, shard: u32) -> usize {
+        (shard.max(1) as usize - 1).min(self.logs.len() - 1)
+    }
+
     /// The log of a data shard.
     pub(crate) fn log(&self, shard: u32) -> Option<&ShardLog> {
         self.logs.get(usize::try_from(shard.checked_sub(1)?).ok()?)
     }
 
-    fn log_mut(&mut self, shard: u32) -> &mut ShardLog {
-        let index = (shard.max(1) - 1) as usize;
-        let last = self.logs.len() - 1;
-        &mut self.logs[index.min(last)]
+    /// The store of a data shard.
+    pub(crate) fn store(&self, shard: u32) -> Option<&Store> {
+        self.stores
+            .get(usize::try_from(shard.checked_sub(1)?).ok()?)
+    }
+
+    /// The store of a fid's home shard.
+    pub(crate) fn store_for(&self, fid: u64) -> &Store {
+        &self.stores[self.index_of(self.shard_of(fid))]
+    }
+
+    /// The store and the log of a fid's home shard.
+    fn parts_for(&mut self, fid: u64) -> (&mut Store, &mut ShardLog) {
+        let index = self.index_of(self.shard_of(fid));
+        (&mut self.stores[index], &mut self.logs[index])
     }
 
     /// Builds the history: generates the dataset, merges it and commits it as blocks.
@@ -86,7 +103,7 @@ impl HubState {
             .map(|(index, sender)| ShardLog::new(index as u32 + 1, FIRST_BLOCK, sender.clone()))
             .collect();
         let mut state = HubState {
-            store: Store::new(),
+            stores: (0..options.num_shards).map(|_| Store::new()).collect(),
             logs,
             live,
             options,
@@ -95,78 +112,39 @@ impl HubState {
         (state, stats)
     }
 
-    fn shards_of_item(&self, item: &Item) -> ShardsOf {
-        match item {
-            Item::Message(message) => {
-                ShardsOf::One(self.shard_of(message.data.as_ref().map_or(0, |d| d.fid)))
-            }
-            Item::OnChain(event) => ShardsOf::One(self.shard_of(event.fid)),
-            Item::Proof(_) => ShardsOf::All,
-        }
-    }
-
+    /// Merges the history shard by shard, the shards in parallel (they share nothing: fname
+    /// proofs are mirrored into every shard, as on the node).
     fn merge_history(&mut self, dataset: Dataset, now: u64) -> BuildStats {
-        let num_shards = self.options.num_shards as usize;
         let mut stats = BuildStats {
             num_messages: dataset.num_messages,
             ..BuildStats::default()
         };
-        // Block sizes per shard are drawn up front so the number of history blocks is known,
-        // and their times can end at `now`, one second apart, as a live chain's would.
-        let mut items_per_shard = vec![0u64; num_shards];
-        for item in &dataset.items {
-            match self.shards_of_item(item) {
-                ShardsOf::One(shard) => items_per_shard[(shard - 1) as usize] += 1,
-                ShardsOf::All => items_per_shard.iter_mut().for_each(|n| *n += 1),
-            }
-        }
-        let mut cursors: Vec<BlockCursor> = items_per_shard
-            .iter()
-            .enumerate()
-            .map(|(index, num_items)| {
-                BlockCursor::new(self.options.seed, index as u32 + 1, *num_items, now)
-            })
-            .collect();
-        for cursor in &mut cursors {
-            cursor.skip_empty(&mut self.logs[(cursor.shard - 1) as usize]);
-        }
-
+        let mut per_shard: Vec<Vec<Item>> = vec![Vec::new(); self.stores.len()];
         for item in dataset.items {
-            let shards = self.shards_of_item(&item);
-            match item {
+            match &item {
                 Item::Message(message) => {
-                    let shard = self.shard_of(message.data.as_ref().map_or(0, |d| d.fid));
-                    if let Ok(deleted) = self.store.merge(message.clone()) {
-                        self.push_merge(shard, &message, deleted);
-                    }
+                    let fid = message.data.as_ref().map_or(0, |d| d.fid);
+                    per_shard[self.index_of(self.shard_of(fid))].push(item);
                 }
                 Item::OnChain(event) => {
                     stats.num_onchain_events += 1;
-                    let shard = self.shard_of(event.fid);
-                    self.merge_onchain_event(shard, event);
+                    per_shard[self.index_of(self.shard_of(event.fid))].push(item);
                 }
-                Item::Proof(proof) => {
+                Item::Proof(_) => {
                     stats.num_username_proofs += 1;
-                    self.merge_username_proof(proof);
-                }
-            }
-            match shards {
-                ShardsOf::One(shard) => {
-                    let cursor = &mut cursors[(shard - 1) as usize];
-                    cursor.advance(&mut self.logs[(shard - 1) as usize]);
-                }
-                ShardsOf::All => {
-                    for cursor in &mut cursors {
-                        let shard = cursor.shard;
-                        cursor.advance(&mut self.logs[(shard - 1) as usize]);
+                    for items in &mut per_shard {
+                        items.push(item.clone());
                     }
                 }
             }
         }
-        for cursor in &mut cursors {
-            cursor.finish(&mut self.logs[(cursor.shard - 1) as usize]);
-        }
-        stats.num_stored_messages = self.store.num_messages();
+        let seed = self.options.seed;
+        std::thread::scope(|scope| {
+            for ((store, log), items) in self.stores.iter_mut().zip(&mut self.logs).zip(per_shard) {
+                scope.spawn(move || merge_shard_history(seed, store, log, items, now));
+            }
+        });
+        stats.num_stored_messages = self.stores.iter().map(Store::num_messages).sum();
         stats.num_events = self.logs.iter().map(ShardLog::len).sum();
         stats.num_blocks = self
             .logs
@@ -176,52 +154,14 @@ impl HubState {
         stats
     }
 
-    fn push_merge(&mut self, shard: u32, message: &Message, deleted: Vec<Arc<Message>>) {
-        let compact = message
-            .data
-            .as_ref()
-            .is_some_and(|data| data.r#type == MessageType::LinkCompactState as i32);
-        // The node strips deleted_messages from LINK_COMPACT_STATE merges.
-        let deleted_messages = if compact {
-            Vec::new()
-        } else {
-            deleted.iter().map(|m| m.as_ref().clone()).collect()
-        };
-        self.log_mut(shard).push(
-            HubEventType::MergeMessage,
-            hub_event::Body::MergeMessageBody(MergeMessageBody {
-                message: Some(message.clone()),
-                deleted_messages,
-            }),
-        );
-    }
-
-    fn merge_onchain_event(&mut self, shard: u32, event: OnChainEvent) {
-        self.store.merge_onchain_event(event.clone());
-        self.log_mut(shard).push(
-            HubEventType::MergeOnChainEvent,
-            hub_event::Body::MergeOnChainEventBody(MergeOnChainEventBody {
-                on_chain_event: Some(event),
-            }),
-        );
-    }
-
-    /// Fname proofs are mirrored to every data shard.
-    fn merge_username_proof(&mut self, proof: UserNameProof) {
-        let Ok(replaced) = self.store.merge_username_proof(proof.clone()) else {
-            return;
-        };
-        for log in &mut self.logs {
-            log.push(
-                HubEventType::MergeUsernameProof,
-                hub_event::Body::MergeUsernameProofBody(MergeUserNameProofBody {
-                    username_proof: Some(proof.clone()),
-                    deleted_username_proof: replaced.clone(),
-                    username_proof_message: None,
-                    deleted_username_proof_message: None,
-                }),
-            );
+    /// The replica a correct consumer must hold: every shard's rows, fname proofs once.
+    pub(crate) fn dump(&self) -> ReplicaState {
+        let mut state = ReplicaState::default();
+        for (index, store) in self.stores.iter().enumerate() {
+            store.dump_into(&mut state, index == 0);
         }
+        state.sort();
+        state
     }
 
     /// Commits one block on every shard (empty ones included) at `now`, applies retention,
@@ -257,11 +197,11 @@ impl HubState {
     }
 
     fn live_message(&mut self, faults: &Faults) {
-        let Some(message) = self.live.next_message(&self.store) else {
+        let fid = self.live.random_fid();
+        let index = self.index_of(self.shard_of(fid));
+        let Some(message) = self.live.next_message(fid, &self.stores[index]) else {
             return;
         };
-        let fid = message.data.as_ref().map_or(0, |d| d.fid);
-        let shard = self.shard_of(fid);
         if let Some(corruption) = faults.pick_corruption(&mut self.live.rng) {
             let mut noise = [0u8; 24];
             self.live.rng.fill(&mut noise);
@@ -273,12 +213,13 @@ impl HubState {
                 Corruption::BadSignature => sign::with_bad_signature(&message),
                 Corruption::Undecodable => sign::undecodable(&sign::garbage_bytes(&noise), key),
             };
-            self.push_merge(shard, &broken, Vec::new());
+            push_merge(&mut self.logs[index], &broken, Vec::new());
             return;
         }
         let message = Arc::new(message);
-        if let Ok(deleted) = self.store.merge(message.clone()) {
-            self.push_merge(shard, &message, deleted);
+        let (store, log) = self.parts_for(fid);
+        if let Ok(deleted) = store.merge(message.clone()) {
+            push_merge(log, &message, deleted);
         }
     }
 
@@ -295,7 +236,7 @@ impl HubState {
         for _ in 0..20 {
             let fid = self.live.random_fid();
             let set = *SETS.choose(&mut self.live.rng)?;
-            let messages = self.store.fid_messages(fid, set);
+            let messages = self.store_for(fid).fid_messages(fid, set);
             let picked = if oldest {
                 messages.first().cloned()
             } else {
@@ -312,18 +253,18 @@ impl HubState {
         let Some(message) = self.pick_stored(prune) else {
             return;
         };
-        let Some(removed) = self.store.delete(&message.hash) else {
+        let (store, log) = self.parts_for(message.data.as_ref().map_or(0, |d| d.fid));
+        let Some(removed) = store.delete(&message.hash) else {
             return;
         };
-        let shard = self.shard_of(removed.data.as_ref().map_or(0, |d| d.fid));
         let message = Some(removed.as_ref().clone());
         if prune {
-            self.log_mut(shard).push(
+            log.push(
                 HubEventType::PruneMessage,
                 hub_event::Body::PruneMessageBody(PruneMessageBody { message }),
             );
         } else {
-            self.log_mut(shard).push(
+            log.push(
                 HubEventType::RevokeMessage,
                 hub_event::Body::RevokeMessageBody(RevokeMessageBody { message }),
             );
@@ -335,9 +276,9 @@ impl HubState {
         let Some(message) = self.pick_stored(false) else {
             return;
         };
-        let shard = self.shard_of(message.data.as_ref().map_or(0, |d| d.fid));
+        let (_, log) = self.parts_for(message.data.as_ref().map_or(0, |d| d.fid));
         let error = MergeError::Duplicate;
-        self.log_mut(shard).push(
+        log.push(
             HubEventType::MergeFailure,
             hub_event::Body::MergeFailure(MergeFailureBody {
                 message: Some(message.as_ref().clone()),
@@ -352,7 +293,7 @@ impl HubState {
         for _ in 0..20 {
             let fid = self.live.random_fid();
             let follows: Vec<u64> = self
-                .store
+                .store_for(fid)
                 .fid_messages(fid, Set::Links)
                 .iter()
                 .filter_map(|message| {
@@ -394,23 +335,85 @@ impl HubState {
                 return;
             };
             let message = Arc::new(message);
-            let shard = self.shard_of(fid);
-            if let Ok(deleted) = self.store.merge(message.clone()) {
-                self.push_merge(shard, &message, deleted);
+            let (store, log) = self.parts_for(fid);
+            if let Ok(deleted) = store.merge(message.clone()) {
+                push_merge(log, &message, deleted);
             }
             return;
         }
     }
 }
 
-enum ShardsOf {
-    One(u32),
-    All,
+/// Merges one shard's history into its store and commits it as blocks.
+fn merge_shard_history(
+    seed: u64,
+    store: &mut Store,
+    log: &mut ShardLog,
+    items: Vec<Item>,
+    now: u64,
+) {
+    // Block sizes are drawn up front so the number of history blocks is known, and their
+    // times can end at `now`, one second apart, as a live chain's would.
+    let mut cursor = BlockCursor::new(seed, log.shard(), items.len() as u64, now);
+    cursor.skip_empty(log);
+    for item in items {
+        match item {
+            Item::Message(message) => {
+                if let Ok(deleted) = store.merge(message.clone()) {
+                    push_merge(log, &message, deleted);
+                }
+            }
+            Item::OnChain(event) => {
+                store.merge_onchain_event(event.clone());
+                log.push(
+                    HubEventType::MergeOnChainEvent,
+                    hub_event::Body::MergeOnChainEventBody(MergeOnChainEventBody {
+                        on_chain_event: Some(event),
+                    }),
+                );
+            }
+            Item::Proof(proof) => {
+                if let Ok(replaced) = store.merge_username_proof(proof.clone()) {
+                    log.push(
+                        HubEventType::MergeUsernameProof,
+                        hub_event::Body::MergeUsernameProofBody(MergeUserNameProofBody {
+                            username_proof: Some(proof),
+                            deleted_username_proof: replaced,
+                            username_proof_message: None,
+                            deleted_username_proof_message: None,
+                        }),
+                    );
+                }
+            }
+        }
+        cursor.advance(log);
+    }
+    cursor.finish(log);
+}
+
+/// Logs a MERGE_MESSAGE with the messages the merge superseded.
+fn push_merge(log: &mut ShardLog, message: &Message, deleted: Vec<Arc<Message>>) {
+    let compact = message
+        .data
+        .as_ref()
+        .is_some_and(|data| data.r#type == MessageType::LinkCompactState as i32);
+    // The node strips deleted_messages from LINK_COMPACT_STATE merges.
+    let deleted_messages = if compact {
+        Vec::new()
+    } else {
+        deleted.iter().map(|m| m.as_ref().clone()).collect()
+    };
+    log.push(
+        HubEventType::MergeMessage,
+        hub_event::Body::MergeMessageBody(MergeMessageBody {
+            message: Some(message.clone()),
+            deleted_messages,
+        }),
+    );
 }
 
 /// Cuts a shard's history into blocks of drawn sizes.
 struct BlockCursor {
-    shard: u32,
     sizes: VecDeque<u32>,
     remaining: u32,
     next_timestamp: u64,
@@ -433,7 +436,6 @@ impl BlockCursor {
         let num_blocks = sizes.len().max(1) as u64;
         let remaining = sizes.pop_front().unwrap_or(0);
         BlockCursor {
-            shard,
             sizes,
             remaining,
             next_timestamp: now.saturating_sub(num_blocks),

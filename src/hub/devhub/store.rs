@@ -380,21 +380,11 @@ impl Store {
         self.messages.len()
     }
 
-    /// Number of messages currently stored for the fids `include` accepts.
-    pub(crate) fn num_messages_where(&self, include: impl Fn(u64) -> bool) -> u64 {
+    /// Number of fid registrations.
+    pub(crate) fn num_registrations(&self) -> u64 {
         self.fids
-            .iter()
-            .filter(|(fid, _)| include(**fid))
-            .map(|(_, state)| state.sets.iter().map(|set| set.len() as u64).sum::<u64>())
-            .sum()
-    }
-
-    /// Number of fid registrations among the fids `include` accepts.
-    pub(crate) fn num_registrations_where(&self, include: impl Fn(u64) -> bool) -> u64 {
-        self.fids
-            .iter()
-            .filter(|(fid, _)| include(**fid))
-            .map(|(_, state)| {
+            .values()
+            .map(|state| {
                 state
                     .onchain_events
                     .iter()
@@ -711,13 +701,12 @@ impl Store {
         fid: u64,
         hash: &[u8],
         options: &PageOptions,
-        keep: impl Fn(&Message) -> bool,
     ) -> Result<Page, BadPageToken> {
         let set = Hash::try_from(hash)
             .ok()
             .and_then(|hash| self.casts_by_parent_cast.get(&(fid, hash)));
         match set {
-            Some(set) => page_of_set(set, options, &self.messages, keep),
+            Some(set) => page_of_set(set, options, &self.messages, |_| true),
             None => Ok(Page::default()),
         }
     }
@@ -727,10 +716,9 @@ impl Store {
         &self,
         url: &str,
         options: &PageOptions,
-        keep: impl Fn(&Message) -> bool,
     ) -> Result<Page, BadPageToken> {
         match self.casts_by_parent_url.get(url) {
-            Some(set) => page_of_set(set, options, &self.messages, keep),
+            Some(set) => page_of_set(set, options, &self.messages, |_| true),
             None => Ok(Page::default()),
         }
     }
@@ -740,10 +728,9 @@ impl Store {
         &self,
         fid: u64,
         options: &PageOptions,
-        keep: impl Fn(&Message) -> bool,
     ) -> Result<Page, BadPageToken> {
         match self.casts_by_mention.get(&fid) {
-            Some(set) => page_of_set(set, options, &self.messages, keep),
+            Some(set) => page_of_set(set, options, &self.messages, |_| true),
             None => Ok(Page::default()),
         }
     }
@@ -754,12 +741,10 @@ impl Store {
         target: &Target,
         reaction_type: Option<i32>,
         options: &PageOptions,
-        keep: impl Fn(&Message) -> bool,
     ) -> Result<Page, BadPageToken> {
         match self.reactions_by_target.get(target) {
             Some(set) => page_of_set(set, options, &self.messages, |message| {
-                keep(message)
-                    && reaction_type.is_none_or(|wanted| reaction_type_of(message) == Some(wanted))
+                reaction_type.is_none_or(|wanted| reaction_type_of(message) == Some(wanted))
             }),
             None => Ok(Page::default()),
         }
@@ -771,14 +756,12 @@ impl Store {
         target_fid: u64,
         link_type: Option<&str>,
         options: &PageOptions,
-        keep: impl Fn(&Message) -> bool,
     ) -> Result<Page, BadPageToken> {
         match self.links_by_target.get(&target_fid) {
             Some(set) => page_of_set(set, options, &self.messages, |message| {
-                keep(message)
-                    && link_type.is_none_or(|wanted| {
-                        link_of(message).is_some_and(|(this_type, _, _)| this_type == wanted)
-                    })
+                link_type.is_none_or(|wanted| {
+                    link_of(message).is_some_and(|(this_type, _, _)| this_type == wanted)
+                })
             }),
             None => Ok(Page::default()),
         }
@@ -850,14 +833,9 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// The fids with an on-chain event, and their ID_REGISTER events in fid order.
-    pub(crate) fn id_register_events(&self, include: impl Fn(u64) -> bool) -> Vec<OnChainEvent> {
-        let mut fids: Vec<u64> = self
-            .fids
-            .keys()
-            .copied()
-            .filter(|fid| include(*fid))
-            .collect();
+    /// The ID_REGISTER events of every fid, in fid order.
+    pub(crate) fn id_register_events(&self) -> Vec<OnChainEvent> {
+        let mut fids: Vec<u64> = self.fids.keys().copied().collect();
         fids.sort_unstable();
         fids.into_iter()
             .flat_map(|fid| self.onchain_events(fid, OnChainEventType::IdRegister as i32))
@@ -892,12 +870,12 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// The replica a correct consumer of this hub's history must hold.
-    pub(crate) fn dump(&self) -> ReplicaState {
-        let mut state = ReplicaState::default();
+    /// Adds this store's rows to a replica (fname proofs only when `with_proofs`, as every
+    /// shard holds the same ones). The caller sorts.
+    pub(crate) fn dump_into(&self, state: &mut ReplicaState, with_proofs: bool) {
         for (hash, message) in &self.ever_adds {
             let live = self.messages.contains_key(hash);
-            push_add_row(&mut state, message, live);
+            push_add_row(state, message, live);
         }
         for message in self.user_data_rows.values() {
             let Some(data) = message.data.as_ref() else {
@@ -916,7 +894,7 @@ impl Store {
                 live,
             });
         }
-        for row in self.proofs.values() {
+        for row in self.proofs.values().filter(|_| with_proofs) {
             state.username_proofs.push(replica::UsernameProofRow {
                 name: String::from_utf8_lossy(&row.proof.name).into_owned(),
                 fid: row.proof.fid,
@@ -939,6 +917,13 @@ impl Store {
                 });
             }
         }
+    }
+
+    /// This store's rows as a sorted replica.
+    #[cfg(test)]
+    pub(crate) fn dump(&self) -> ReplicaState {
+        let mut state = ReplicaState::default();
+        self.dump_into(&mut state, true);
         state.sort();
         state
     }
