@@ -1369,6 +1369,47 @@ async fn dump_state_is_deterministic_and_has_removed_rows() {
 }
 
 #[tokio::test]
+async fn live_appends_are_deterministic_for_a_seed() {
+    let run = || async {
+        let (hub, mut client) = start(DevHubOptions {
+            faults: Faults {
+                prune_rate: 0.05,
+                compact_state_rate: 0.05,
+                ..Faults::default()
+            },
+            ..small_options()
+        })
+        .await;
+        hub.append_live(40);
+        hub.append_live(0);
+        hub.append_live(40);
+        let mut hashes = Vec::new();
+        for shard in 1..=2 {
+            let block = last_block(&mut client, &hub, shard).await;
+            let start = ids::event_block(hub.last_event_id(shard)) - 2;
+            let events = all_events(&mut client, shard, ids::block_start_id(start), 1000).await;
+            assert!(events.len() >= block.len());
+            hashes.extend(events.iter().map(|event| {
+                (
+                    event.id,
+                    event.r#type,
+                    merge_message(event)
+                        .and_then(|b| b.message.clone())
+                        .map(|m| m.hash),
+                )
+            }));
+        }
+        let dump = hub.dump_state();
+        hub.shutdown().await;
+        (hashes, dump)
+    };
+    let (first_events, first_dump) = run().await;
+    let (second_events, second_dump) = run().await;
+    assert_eq!(first_events, second_events);
+    assert_eq!(first_dump, second_dump);
+}
+
+#[tokio::test]
 async fn request_headers_are_recorded() {
     let (hub, mut client) = start(small_options()).await;
     let mut request = Request::new(GetInfoRequest {});
@@ -1416,6 +1457,7 @@ async fn live_timer_commits_blocks() {
     let (hub, mut client) = start(DevHubOptions {
         block_time: Some(Duration::from_millis(50)),
         live_rate: 200.0,
+        live_wall_clock: true,
         ..small_options()
     })
     .await;
@@ -1433,6 +1475,13 @@ async fn live_timer_commits_blocks() {
             blocks += 1;
         } else {
             messages += 1;
+        }
+        if let Some(body) = merge_message(&event) {
+            let timestamp = u64::from(data(body.message.as_ref().unwrap()).timestamp);
+            assert!(
+                timestamp + 60 >= ids::farcaster_now(),
+                "live messages are current"
+            );
         }
     }
     assert!(hub.last_event_id(1) > start_id);

@@ -172,6 +172,8 @@ pub(crate) struct DatasetOptions {
     pub num_shards: u32,
     pub messages_per_fid: u32,
     pub network: FarcasterNetwork,
+    /// Live messages take the wall clock's time instead of continuing the history's clock.
+    pub wall_clock: bool,
 }
 
 /// One thing merged into the hub, in history order.
@@ -1253,8 +1255,14 @@ pub(crate) struct LiveGenerator {
     keys: Arc<Vec<SigningKey>>,
     cast_targets: Vec<CastId>,
     fid_last_timestamp: Vec<u32>,
-    /// Farcaster seconds of the current live round; advances one second per committed round.
+    /// Farcaster seconds of the current live round; advances one second per committed round
+    /// (and keeps up with the wall clock when `wall_clock`).
     clock: u32,
+    wall_clock: bool,
+}
+
+fn wall_clock_now() -> u32 {
+    u32::try_from(ids::farcaster_now()).unwrap_or(u32::MAX)
 }
 
 impl LiveGenerator {
@@ -1267,6 +1275,11 @@ impl LiveGenerator {
             .unwrap_or(HISTORY_END)
             .max(HISTORY_END)
             + 1;
+        let clock = if options.wall_clock {
+            clock.max(wall_clock_now())
+        } else {
+            clock
+        };
         LiveGenerator {
             rng: rng_for(options.seed, "live", 0),
             num_fids: options.num_fids,
@@ -1275,12 +1288,16 @@ impl LiveGenerator {
             cast_targets: dataset.cast_targets.clone(),
             fid_last_timestamp: dataset.fid_last_timestamp.clone(),
             clock,
+            wall_clock: options.wall_clock,
         }
     }
 
     /// Moves the clock on after a committed round.
     pub(crate) fn tick(&mut self) {
         self.clock += 1;
+        if self.wall_clock {
+            self.clock = self.clock.max(wall_clock_now());
+        }
     }
 
     /// A random fid.
@@ -1447,6 +1464,7 @@ mod tests {
             num_shards: 2,
             messages_per_fid,
             network: FarcasterNetwork::Mainnet,
+            wall_clock: false,
         }
     }
 

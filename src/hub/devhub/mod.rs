@@ -155,6 +155,7 @@ impl DevHubArgs {
             live_rate: self.live_rate,
             block_time: Some(Duration::from_millis(self.block_time_ms)),
             faults: self.faults(),
+            live_wall_clock: true,
             ..DevHubOptions::default()
         }
     }
@@ -177,6 +178,10 @@ pub struct DevHubOptions {
     pub version: String,
     /// Network of every message.
     pub network: FarcasterNetwork,
+    /// Live messages carry the current time (realistic, for manual runs and benchmarks)
+    /// instead of continuing the history's clock one second per block (the default: a seed
+    /// and a sequence of `append_live` calls then give the same messages on every run).
+    pub live_wall_clock: bool,
 }
 
 impl Default for DevHubOptions {
@@ -191,6 +196,7 @@ impl Default for DevHubOptions {
             faults: Faults::default(),
             version: DEFAULT_VERSION.to_string(),
             network: FarcasterNetwork::Mainnet,
+            live_wall_clock: false,
         }
     }
 }
@@ -365,6 +371,7 @@ impl DevHub {
             num_shards: options.num_shards,
             messages_per_fid: options.messages_per_fid,
             network: options.network,
+            wall_clock: options.live_wall_clock,
         };
         let (mut state, stats) = HubState::build(dataset_options, &senders, ids::farcaster_now());
         state.apply_retention(options.faults.event_retention_blocks);
