@@ -566,6 +566,18 @@ async fn every_message_verifies_and_is_valid() {
                     Some(message_data::Body::LinkBody(body)) => {
                         assert!((1..=8).contains(&body.r#type.len()))
                     }
+                    Some(message_data::Body::UserDataBody(body)) => {
+                        let limit = match body.r#type {
+                            2 => 32,
+                            6 => 16,
+                            8 => 15,
+                            _ => 256,
+                        };
+                        assert!(body.value.len() <= limit, "{body:?}");
+                        if body.r#type == 6 {
+                            saw.insert("username");
+                        }
+                    }
                     Some(message_data::Body::VerificationAddAddressBody(body)) => {
                         let expected = if body.protocol == 1 { 32 } else { 20 };
                         assert_eq!(body.address.len(), expected);
@@ -578,6 +590,7 @@ async fn every_message_verifies_and_is_valid() {
     }
     assert!(num_checked > 400, "{num_checked}");
     assert!(saw.contains("parent"), "{saw:?}");
+    assert!(saw.contains("username"), "{saw:?}");
     hub.shutdown().await;
 }
 

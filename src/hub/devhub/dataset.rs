@@ -268,7 +268,9 @@ pub(crate) fn custody_address(seed: u64, fid: u64) -> Vec<u8> {
 /// The fname a fid registers first.
 pub(crate) fn fname(fid: u64) -> String {
     let word = WORDS[(fid as usize * 7) % WORDS.len()];
-    let mut name: String = word.chars().take(9).collect();
+    // Fnames are at most 16 characters: 8 of word, up to 7 digits, and room for the "x" of
+    // a renamed fid.
+    let mut name: String = word.chars().take(8).collect();
     name.push_str(&fid.to_string());
     name
 }
@@ -378,6 +380,7 @@ pub(crate) fn cast_text(
             .filter_map(|_| boundaries.choose(rng).copied())
             .collect();
         chosen.sort_unstable();
+        chosen.dedup();
         for position in chosen {
             positions.push(position);
             mentions.push(rng.random_range(1..=num_fids));
@@ -399,6 +402,8 @@ fn user_data_value(rng: &mut impl Rng, fid: u64, user_data_type: UserDataType) -
                 name.push(' ');
                 name.push_str(EMOJI.choose(rng).copied().unwrap_or("🎩"));
             }
+            // Display names are at most 32 bytes.
+            truncate_bytes(&mut name, 32);
             name
         }
         UserDataType::Bio => {
@@ -417,7 +422,12 @@ fn user_data_value(rng: &mut impl Rng, fid: u64, user_data_type: UserDataType) -
             rng.random_range(-80.0..80.0f64),
             rng.random_range(-170.0..170.0f64)
         ),
-        UserDataType::Twitter => format!("{}_{fid}", WORDS.choose(rng).copied().unwrap_or("x")),
+        UserDataType::Twitter => {
+            // Twitter handles are at most 15 characters.
+            let mut handle = format!("{}_{fid}", WORDS.choose(rng).copied().unwrap_or("x"));
+            truncate_bytes(&mut handle, 15);
+            handle
+        }
         UserDataType::Github => format!("{}-{fid}", WORDS.choose(rng).copied().unwrap_or("gh")),
         _ => String::new(),
     }
