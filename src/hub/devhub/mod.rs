@@ -11,9 +11,28 @@
 //! The store is the oracle: `dump_state` gives the [`ReplicaState`] a correct consumer of the
 //! hub's history must end up with.
 //!
-//! Layout: `dataset` generates, `sign` hashes and signs, `store` merges and answers queries,
-//! `log` keeps the per-shard event logs, `state` ties them together, `server` is the gRPC
-//! service, `faults` lists what can go wrong.
+//! Layout: `dataset` generates, `sign` hashes and signs, `store` merges and answers queries
+//! (one store per data shard, as on the node), `log` keeps the per-shard event logs, `state`
+//! ties them together, `server` is the gRPC service, `faults` lists what can go wrong.
+//!
+//! Choices where the reference is silent:
+//! - Time. Message timestamps of the history are fixed (180 days ending 2025-06-01) so that a
+//!   seed always gives the same hashes. History blocks are stamped one second apart, ending
+//!   at build time, so GetInfo's `block_delay` looks like a node that is caught up. Live
+//!   messages continue the history's clock one second per block (deterministic for tests) or,
+//!   with `live_wall_clock` (the CLI), carry the current time.
+//! - Blocks. Every shard's chain starts at block 1,000,000; history blocks hold 1 to 250
+//!   items (3% are empty). A live round commits one block per shard, empty or not.
+//! - Subscribe listens to the live broadcast before replaying, so it has no switchover gap
+//!   (the node has one); the node's slow-subscriber behaviour (skip on lag) is kept.
+//! - Fname proofs are mirrored to every shard, as the node's mempool routes them; hence
+//!   GetUserNameProofsByFid answers one copy per shard and MERGE_USERNAME_PROOF appears on
+//!   every shard.
+//! - Cross-shard pages (GetEvents, by-parent, by-mention, by-target) use the node's JSON array
+//!   of per-shard tokens, including its quirk: a shard whose entry is null starts over.
+//! - Faults: a prune takes the oldest message of one of a fid's sets, a revoke any message
+//!   (without a SIGNER REMOVE event); a MERGE_FAILURE re-submits a stored message
+//!   (`bad_request.duplicate`). No ENS proofs, LEND_STORAGE or gasless keys are generated.
 
 mod dataset;
 mod faults;
