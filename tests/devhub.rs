@@ -1026,6 +1026,207 @@ async fn point_lookups_and_indexes() {
     hub.shutdown().await;
 }
 
+fn fid_request(fid: u64, page_size: Option<u32>, page_token: Option<Vec<u8>>) -> FidRequest {
+    FidRequest {
+        fid,
+        page_size,
+        page_token,
+        reverse: None,
+    }
+}
+
+fn hashes(messages: &[Message]) -> BTreeSet<String> {
+    messages.iter().map(|m| hex::encode(&m.hash)).collect()
+}
+
+/// Pages a cross-shard query until every shard is done at the same time; with page sizes
+/// larger than any shard's rows that is one call.
+fn cross_shard_done(token: &Option<Vec<u8>>) -> bool {
+    let tokens: Vec<Option<Vec<u8>>> =
+        serde_json::from_slice(token.as_ref().expect("always a token")).expect("json token");
+    tokens.iter().all(Option::is_none)
+}
+
+#[tokio::test]
+async fn by_fid_and_by_target_queries_return_current_adds() {
+    let (hub, mut client) = start(small_options()).await;
+    let dump = hub.dump_state();
+    for fid in 1..=40u64 {
+        // Adds only, paged one at a time.
+        let mut casts = Vec::new();
+        let mut token = None;
+        loop {
+            let page = client
+                .get_casts_by_fid(fid_request(fid, Some(1), token.clone()))
+                .await
+                .unwrap()
+                .into_inner();
+            casts.extend(page.messages);
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        let expected: BTreeSet<String> = dump
+            .casts
+            .iter()
+            .filter(|r| r.fid == fid && r.live)
+            .map(|r| r.hash.clone())
+            .collect();
+        assert_eq!(hashes(&casts), expected);
+        assert_eq!(casts.len(), expected.len());
+
+        let reactions = client
+            .get_reactions_by_fid(waypoint_proto::ReactionsByFidRequest {
+                fid,
+                reaction_type: Some(2),
+                page_size: None,
+                page_token: None,
+                reverse: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let expected: BTreeSet<String> = dump
+            .reactions
+            .iter()
+            .filter(|r| r.fid == fid && r.live && r.reaction_type == 2)
+            .map(|r| r.hash.clone())
+            .collect();
+        assert_eq!(hashes(&reactions.messages), expected);
+
+        let links = client
+            .get_links_by_fid(waypoint_proto::LinksByFidRequest {
+                fid,
+                link_type: None,
+                page_size: None,
+                page_token: None,
+                reverse: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let expected: BTreeSet<String> = dump
+            .links
+            .iter()
+            .filter(|r| r.fid == fid && r.live)
+            .map(|r| r.hash.clone())
+            .collect();
+        assert_eq!(hashes(&links.messages), expected);
+
+        let user_data = client
+            .get_user_data_by_fid(fid_request(fid, None, None))
+            .await
+            .unwrap()
+            .into_inner();
+        let expected: BTreeSet<String> = dump
+            .user_data
+            .iter()
+            .filter(|r| r.fid == fid && r.live)
+            .map(|r| r.hash.clone())
+            .collect();
+        assert_eq!(hashes(&user_data.messages), expected);
+
+        let verifications = client
+            .get_verifications_by_fid(fid_request(fid, None, None))
+            .await
+            .unwrap()
+            .into_inner();
+        let expected: BTreeSet<String> = dump
+            .verifications
+            .iter()
+            .filter(|r| r.fid == fid && r.live)
+            .map(|r| r.hash.clone())
+            .collect();
+        assert_eq!(hashes(&verifications.messages), expected);
+
+        // Mentions, across shards.
+        let mentions = client
+            .get_casts_by_mention(fid_request(fid, Some(10_000), None))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(cross_shard_done(&mentions.next_page_token));
+        let expected: BTreeSet<String> = dump
+            .casts
+            .iter()
+            .filter(|r| r.live && r.mentions.contains(&fid))
+            .map(|r| r.hash.clone())
+            .collect();
+        assert_eq!(hashes(&mentions.messages), expected);
+
+        let lend = client
+            .get_all_lend_storage_messages_by_fid(FidTimestampRequest {
+                fid,
+                page_size: None,
+                page_token: None,
+                reverse: None,
+                start_timestamp: None,
+                stop_timestamp: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(lend.messages.is_empty() && lend.next_page_token.is_none());
+    }
+
+    // Replies to a cast, across shards.
+    let reply = dump
+        .casts
+        .iter()
+        .find(|r| r.live && r.parent_hash.is_some())
+        .unwrap();
+    let parent = CastId {
+        fid: reply.parent_fid.unwrap(),
+        hash: hex::decode(reply.parent_hash.as_ref().unwrap()).unwrap(),
+    };
+    let replies = client
+        .get_casts_by_parent(CastsByParentRequest {
+            parent: Some(casts_by_parent_request::Parent::ParentCastId(parent)),
+            page_size: Some(10_000),
+            page_token: None,
+            reverse: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cross_shard_done(&replies.next_page_token));
+    let expected: BTreeSet<String> = dump
+        .casts
+        .iter()
+        .filter(|r| r.live && r.parent_hash == reply.parent_hash)
+        .map(|r| r.hash.clone())
+        .collect();
+    assert_eq!(hashes(&replies.messages), expected);
+
+    // Reactions on a URL.
+    let on_url = dump
+        .reactions
+        .iter()
+        .find(|r| r.live && r.target_url.is_some())
+        .unwrap();
+    let url = on_url.target_url.clone().unwrap();
+    let by_target = client
+        .get_reactions_by_target(ReactionsByTargetRequest {
+            target: Some(reactions_by_target_request::Target::TargetUrl(url.clone())),
+            reaction_type: None,
+            page_size: Some(10_000),
+            page_token: None,
+            reverse: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let expected: BTreeSet<String> = dump
+        .reactions
+        .iter()
+        .filter(|r| r.live && r.target_url.as_ref() == Some(&url))
+        .map(|r| r.hash.clone())
+        .collect();
+    assert_eq!(hashes(&by_target.messages), expected);
+    hub.shutdown().await;
+}
+
 /// Events of the last committed block of a shard.
 async fn last_block(client: &mut Client, hub: &DevHubHandle, shard: u32) -> Vec<HubEvent> {
     let block = ids::event_block(hub.last_event_id(shard));
@@ -1522,4 +1723,52 @@ fn build_of_1000_fids() {
         stats.num_blocks
     );
     assert!(stats.num_messages > 50_000);
+}
+
+#[tokio::test]
+async fn run_serves_and_writes_the_dump_on_start_and_exit() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.json");
+    let args = waypoint::hub::devhub::DevHubArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        fids: 20,
+        seed: 3,
+        shards: 2,
+        messages_per_fid: 10,
+        live_rate: 0.0,
+        block_time_ms: 20,
+        dump_state: Some(path.clone()),
+        cut_subscribe_after: None,
+        cut_cleanly: false,
+        drop_rate: 0.0,
+        duplicate_rate: 0.0,
+        bad_hash_rate: 0.0,
+        bad_signature_rate: 0.0,
+        undecodable_rate: 0.0,
+        prune_rate: 0.0,
+        revoke_rate: 0.0,
+        merge_failure_rate: 0.0,
+        compact_state_rate: 0.0,
+        event_retention_blocks: None,
+    };
+    let expected = DevHub::build(args.options()).unwrap().dump_state();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(waypoint::hub::devhub::run(args, async {
+        let _ = stop_rx.await;
+    }));
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no dump written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first: ReplicaState = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(first, expected);
+    std::fs::remove_file(&path).unwrap();
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let last: ReplicaState = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(last, expected, "empty live blocks change nothing");
 }
