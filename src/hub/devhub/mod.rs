@@ -623,6 +623,19 @@ impl DevHubHandle {
     }
 }
 
+impl Drop for DevHubHandle {
+    /// A handle dropped without `shutdown` still stops the hub (without waiting for it).
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+        if let Some(live) = self.live.take() {
+            live.abort();
+        }
+        if let Some(shutdown_tx) = self.shutdown_tx.take() {
+            let _ = shutdown_tx.send(());
+        }
+    }
+}
+
 fn clamp_rates(mut faults: Faults) -> Faults {
     for rate in [
         &mut faults.drop_rate,
