@@ -1343,7 +1343,11 @@ impl LiveGenerator {
         if self.num_fids == 0 {
             return None;
         }
-        let roll = self.rng.random_range(0..100);
+        let mut roll = self.rng.random_range(0..100);
+        if self.num_fids < 2 && (55..=69).contains(&roll) {
+            // Nobody else to follow.
+            roll = 0;
+        }
         let network = self.network;
         let data = match roll {
             0..=29 => {
