@@ -59,8 +59,8 @@ pub enum Command {
     /// Model Context Protocol server
     #[command(subcommand)]
     Mcp(McpCommand),
-    /// Run a development hub for local testing
-    Devhub(RawArgs),
+    /// Run a local Snapchain node (dev hub) serving a deterministic dataset
+    Devhub(crate::hub::devhub::DevHubArgs),
     /// Benchmarks that print figures
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -277,8 +277,27 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
         Command::Dlq(DlqCommand::List(_)) => Ok(not_available("dlq list")),
         Command::Dlq(DlqCommand::Replay(_)) => Ok(not_available("dlq replay")),
         Command::Mcp(McpCommand::Serve(_)) => Ok(not_available("mcp serve")),
-        Command::Devhub(_) => Ok(not_available("devhub")),
+        Command::Devhub(args) => {
+            crate::hub::devhub::run(args, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(BenchCommand::Stream(_)) => Ok(not_available("bench stream")),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (for commands that serve until stopped).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, run until the process is killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
     }
 }
 
@@ -369,10 +388,11 @@ mod tests {
                 }
             )))
         ));
-        match parse(&["waypoint", "devhub", "--port", "0", "--fids", "5"]) {
-            Ok(Command::Devhub(raw)) => assert_eq!(raw.args, ["--port", "0", "--fids", "5"]),
+        match parse(&["waypoint", "devhub", "--listen", "127.0.0.1:0", "--fids", "5"]) {
+            Ok(Command::Devhub(args)) => assert_eq!(args.fids, 5),
             other => panic!("unexpected {other:?}"),
         }
+        assert!(parse(&["waypoint", "devhub", "--fids", "many"]).is_err());
         let with_config =
             Cli::try_parse_from(["waypoint", "config", "check", "--config", "x.toml"])
                 .expect("global --config");

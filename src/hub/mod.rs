@@ -2,6 +2,7 @@
 
 mod client;
 mod codec;
+pub mod devhub;
 mod error;
 pub mod ids;
 pub mod verify;
