@@ -40,6 +40,9 @@ struct Inner {
     hub_health: RwLock<HubHealth>,
     spam: Arc<SpamFilter>,
     instance: String,
+    /// Test fault injection: stream types whose next consumer batch panics after it was
+    /// applied and before it is acknowledged.
+    injected_panics: std::sync::Mutex<Vec<crate::streams::StreamType>>,
     shards: RwLock<BTreeMap<u32, ShardHealth>>,
 }
 
@@ -91,6 +94,7 @@ impl Runtime {
                 shards: RwLock::new(BTreeMap::new()),
                 spam: Arc::new(SpamFilter::default()),
                 instance: instance_name(),
+                injected_panics: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -207,6 +211,32 @@ impl Runtime {
     /// stable across actor restarts (a restarted consumer finds its own pending entries).
     pub fn instance(&self) -> &str {
         &self.inner.instance
+    }
+
+    /// Fault injection for tests: the next batch a consumer of `kind` applies makes it panic
+    /// before acknowledging (so the batch is delivered again to the restarted actor).
+    pub fn inject_consumer_panic(&self, kind: crate::streams::StreamType) {
+        self.inner
+            .injected_panics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(kind);
+    }
+
+    /// Takes an injected panic for `kind`, if one is pending.
+    pub(crate) fn take_injected_panic(&self, kind: crate::streams::StreamType) -> bool {
+        let mut pending = self
+            .inner
+            .injected_panics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match pending.iter().position(|pending| *pending == kind) {
+            Some(index) => {
+                pending.remove(index);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Per-shard facts reported by subscribers and repair.

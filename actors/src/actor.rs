@@ -105,6 +105,13 @@ impl<M: Send + 'static> Context<M> {
         self.myself.get_status() >= ractor::ActorStatus::Draining
     }
 
+    /// Resolves when the supervisor begins stopping this actor (before it drains the
+    /// mailbox). A handler blocked on a long wait (a blocking read, a backoff) can select on it
+    /// to return early, so the drain finishes quickly.
+    pub async fn stop_requested(&self) {
+        self.mailbox.stop_requested().await;
+    }
+
     /// The ractor cell of this incarnation.
     pub fn cell(&self) -> ActorCell {
         self.myself.get_cell()

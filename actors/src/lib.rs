@@ -39,7 +39,7 @@ mod tree;
 
 pub use actor::{Actor, ActorError, Context};
 pub use mailbox::{CallError, Mailbox, SendError, TrySendError};
-pub use ractor::{RpcReplyPort, SpawnErr};
+pub use ractor::RpcReplyPort;
 pub use supervisor::{
     Backoff, ChildSpec, DEFAULT_WORKER_SHUTDOWN, Intensity, Restart, Strategy, SupervisorMsg,
     SupervisorSpec,

@@ -102,6 +102,8 @@ struct Inner<M> {
     capacity: usize,
     permits: Arc<Semaphore>,
     target: RwLock<Option<Target<M>>>,
+    /// Raised when the supervisor starts stopping the current incarnation; lowered on bind.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The cloneable, bounded address of an actor slot. See the module docs.
@@ -137,6 +139,7 @@ impl<M: Send + 'static> Mailbox<M> {
                 capacity,
                 permits: Arc::new(Semaphore::new(capacity)),
                 target: RwLock::new(None),
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -221,12 +224,19 @@ impl<M: Send + 'static> Mailbox<M> {
     /// Binds the mailbox to a new incarnation of its actor.
     pub(crate) fn bind(&self, actor: ActorRef<Envelope<M>>, path: Arc<str>) {
         metrics::set_mailbox_capacity(&path, self.inner.capacity);
+        self.inner.stopping.send_replace(false);
         let mut target = self
             .inner
             .target
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *target = Some(Target { actor, path });
+    }
+
+    /// Resolves once the supervisor has begun stopping the current incarnation.
+    pub(crate) async fn stop_requested(&self) {
+        let mut stopping = self.inner.stopping.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
     /// Publishes the current depth under the bound path.
@@ -289,6 +299,8 @@ fn is_accepting(cell: &ActorCell) -> bool {
 pub(crate) trait MailboxProbe: Send + Sync {
     fn depth(&self) -> usize;
     fn capacity(&self) -> usize;
+    /// Tells the running incarnation that it is being stopped (see `Context::stop_requested`).
+    fn request_stop(&self);
 }
 
 impl<M: Send + 'static> MailboxProbe for Mailbox<M> {
@@ -297,5 +309,8 @@ impl<M: Send + 'static> MailboxProbe for Mailbox<M> {
     }
     fn capacity(&self) -> usize {
         Mailbox::capacity(self)
+    }
+    fn request_stop(&self) {
+        self.inner.stopping.send_replace(true);
     }
 }

@@ -460,6 +460,7 @@ impl SupervisorState {
             Ok(index) => match self.start_slot(myself, index).await {
                 Ok(()) => Ok(()),
                 Err(error) => {
+                    let error = spawn_failure(&error);
                     // Like a failed start_child in OTP: the child is not kept.
                     let slot = self.slots.remove(index);
                     self.registry.set_status(
@@ -599,6 +600,7 @@ impl SupervisorState {
         }
         for index in group {
             if let Err(error) = self.restart_slot(myself, index).await {
+                let error = spawn_failure(&error);
                 tracing::warn!(actor = %self.slots[index].path, %error, "restart failed");
                 metrics::failed(&self.slots[index].path);
                 self.registry.set_status(
@@ -630,6 +632,7 @@ impl SupervisorState {
         for member in group {
             self.slots[member].pending = None;
             if let Err(error) = self.restart_slot(myself, member).await {
+                let error = spawn_failure(&error);
                 let path = self.slots[member].path.to_string();
                 metrics::failed(&path);
                 self.registry.set_status(
@@ -689,6 +692,9 @@ impl SupervisorState {
         };
         self.registry
             .set_status(&slot.path, NodeStatus::Stopping, None);
+        if let Some(probe) = &slot.spec.probe {
+            probe.request_stop();
+        }
         let stopped = match slot.spec.kind {
             NodeKind::Worker => cell.drain_and_wait(slot.spec.shutdown).await.is_ok(),
             NodeKind::Supervisor => cell.stop_and_wait(None, slot.spec.shutdown).await.is_ok(),
@@ -720,6 +726,15 @@ impl SupervisorState {
         self.registry
             .set_status(&self.path, NodeStatus::Failed, Some(reason.clone()));
         reason.into()
+    }
+}
+
+/// Why a child did not start, without ractor's "Actor panicked during startup" wording for
+/// what is usually an `init` that returned an error.
+pub(crate) fn spawn_failure(error: &SpawnErr) -> String {
+    match error {
+        SpawnErr::StartupFailed(reason) => reason.to_string(),
+        other => other.to_string(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ractor::{ActorRef, SpawnErr};
+use ractor::ActorRef;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -255,7 +255,7 @@ struct TreeInner {
 /// Starts a tree whose root supervisor is named `name` (its path, and the first segment of
 /// every path below it). Children start in order before this returns; if one fails to start,
 /// the ones already started are stopped and the error is returned.
-pub async fn start_tree(name: &str, spec: SupervisorSpec) -> Result<Tree, SpawnErr> {
+pub async fn start_tree(name: &str, spec: SupervisorSpec) -> Result<Tree, TreeError> {
     let registry = Registry::default();
     let path: Arc<str> = name.into();
     let args = SupervisorArgs {
@@ -263,7 +263,12 @@ pub async fn start_tree(name: &str, spec: SupervisorSpec) -> Result<Tree, SpawnE
         path: Arc::clone(&path),
         registry: registry.clone(),
     };
-    let (root, handle) = ractor::Actor::spawn(None, Supervisor, args).await?;
+    let (root, handle) = ractor::Actor::spawn(None, Supervisor, args)
+        .await
+        .map_err(|error| TreeError::StartFailed {
+            path: name.to_owned(),
+            reason: crate::supervisor::spawn_failure(&error),
+        })?;
     let (exit_tx, exit_rx) = watch::channel(None);
     let watcher_registry = registry.clone();
     let watcher_path = Arc::clone(&path);

@@ -504,3 +504,43 @@ async fn children_added_later_start_last_and_stop_first() {
     tree.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(log.entries(), ["stop:late", "stop:a"]);
 }
+
+#[tokio::test]
+async fn a_blocked_handler_hears_the_stop_request_and_returns_early() {
+    use waypoint_actors::{Actor, ActorError, Context, Mailbox};
+    struct Sleeper(Log);
+    impl Actor for Sleeper {
+        type Msg = ();
+        type State = ();
+        type Args = ();
+        async fn init(&self, ctx: &Context<()>, _: ()) -> Result<(), ActorError> {
+            let _ = ctx.send_self(());
+            Ok(())
+        }
+        async fn handle(&self, ctx: &Context<()>, _: (), _: &mut ()) -> Result<(), ActorError> {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(3600)) => self.0.push("slept"),
+                () = ctx.stop_requested() => self.0.push("interrupted"),
+            }
+            Ok(())
+        }
+    }
+    let log = Log::default();
+    let sleeper_log = log.clone();
+    let child = ChildSpec::worker("sleeper", Mailbox::new(1), move || {
+        (Sleeper(sleeper_log.clone()), ())
+    })
+    .shutdown(Duration::from_secs(60));
+    let tree = start_tree("root", spec(Strategy::OneForOne, vec![child]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    tree.shutdown(Duration::from_secs(60)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(log.entries(), ["interrupted"]);
+}

@@ -388,7 +388,14 @@ mod tests {
                 }
             )))
         ));
-        match parse(&["waypoint", "devhub", "--listen", "127.0.0.1:0", "--fids", "5"]) {
+        match parse(&[
+            "waypoint",
+            "devhub",
+            "--listen",
+            "127.0.0.1:0",
+            "--fids",
+            "5",
+        ]) {
             Ok(Command::Devhub(args)) => assert_eq!(args.fids, 5),
             other => panic!("unexpected {other:?}"),
         }

@@ -105,8 +105,8 @@ impl Consumer {
         } else {
             ReadFrom::New
         };
-        let read = redis
-            .read_group(
+        let read = tokio::select! {
+            read = redis.read_group(
                 connection,
                 self.kind,
                 &config.stream.group,
@@ -114,8 +114,14 @@ impl Consumer {
                 config.stream.consumer_batch_size,
                 config.stream.block_ms,
                 from,
-            )
-            .await;
+            ) => read,
+            // Stopping: abandon the blocking read. Anything it delivered stays pending under
+            // this consumer's name and is re-read first by the next incarnation.
+            () = ctx.stop_requested() => {
+                state.connection = None;
+                return Ok(());
+            }
+        };
         let entries = match read {
             Ok(entries) => entries,
             Err(error) => {
@@ -188,6 +194,12 @@ impl Consumer {
                 self.isolate(ctx, &decoded, &options).await?
             }
         };
+        if self.runtime.take_injected_panic(self.kind) {
+            panic!(
+                "injected consumer panic after applying a batch of {}",
+                decoded.len()
+            );
+        }
         let mut acked = Vec::with_capacity(decoded.len());
         for (index, (entry, _)) in decoded.iter().enumerate() {
             if let Some((_, error)) = failed.iter().find(|(failed, _)| *failed == index) {

@@ -192,7 +192,11 @@ impl Subscriber {
             return Ok(());
         };
         let idle = self.runtime.config().hub.subscribe_idle_timeout();
-        let first = match tokio::time::timeout(idle, stream.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle, stream.next()) => next,
+            () = ctx.stop_requested() => return Ok(()),
+        };
+        let first = match next {
             Err(_) => {
                 tracing::warn!(
                     shard = self.shard,

@@ -237,3 +237,4 @@ async fn delete_prefix(url: String, prefix: String) {
         eprintln!("test cleanup: cannot delete keys {prefix}:*: {error}");
     }
 }
+pub mod harness;
