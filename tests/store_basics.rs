@@ -136,12 +136,13 @@ async fn migrate_command_creates_the_database_and_reports_what_ran() {
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(stdout.contains("created database"), "{stdout}");
     assert!(stdout.contains("applied V1__init"), "{stdout}");
+    assert!(stdout.contains("applied V2__schema"), "{stdout}");
 
     let second = run();
     assert!(second.status.success(), "{second:?}");
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(!stdout.contains("applied"), "{stdout}");
-    assert!(stdout.contains("is up to date (V1__init)"), "{stdout}");
+    assert!(stdout.contains("is up to date (V2__schema)"), "{stdout}");
     db.cleanup().await;
 }
 
