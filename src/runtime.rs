@@ -43,6 +43,8 @@ struct Inner {
     /// Test fault injection: stream types whose next consumer batch panics after it was
     /// applied and before it is acknowledged.
     injected_panics: std::sync::Mutex<Vec<crate::streams::StreamType>>,
+    /// Hub-to-row lag of every applied entry, in milliseconds, when a benchmark asked for it.
+    lag_samples: OnceLock<std::sync::Mutex<Vec<u32>>>,
     shards: RwLock<BTreeMap<u32, ShardHealth>>,
 }
 
@@ -95,6 +97,7 @@ impl Runtime {
                 spam: Arc::new(SpamFilter::default()),
                 instance: instance_name(),
                 injected_panics: std::sync::Mutex::new(Vec::new()),
+                lag_samples: OnceLock::new(),
             }),
         }
     }
@@ -237,6 +240,39 @@ impl Runtime {
             }
             None => false,
         }
+    }
+
+    /// Starts keeping every applied entry's lag (benchmarks; the histogram metric is always on).
+    pub fn record_lag_samples(&self) {
+        let _ = self
+            .inner
+            .lag_samples
+            .set(std::sync::Mutex::new(Vec::new()));
+    }
+
+    /// Adds lag samples, when recording.
+    pub(crate) fn add_lag_samples(&self, samples: impl IntoIterator<Item = u32>) {
+        if let Some(store) = self.inner.lag_samples.get() {
+            store
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend(samples);
+        }
+    }
+
+    /// Takes the lag samples recorded so far (milliseconds).
+    pub fn take_lag_samples(&self) -> Vec<u32> {
+        self.inner
+            .lag_samples
+            .get()
+            .map(|store| {
+                std::mem::take(
+                    &mut *store
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                )
+            })
+            .unwrap_or_default()
     }
 
     /// Per-shard facts reported by subscribers and repair.

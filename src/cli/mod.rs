@@ -5,6 +5,7 @@
 //! stderr. Exit codes: 0 success, 1 runtime failure, 2 usage error or a command this build
 //! does not provide yet, 78 invalid configuration.
 
+pub mod bench;
 mod config_check;
 mod migrate;
 
@@ -226,8 +227,8 @@ pub struct McpServeArgs {
 /// `waypoint bench ...`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Measure Redis stream publish and consume throughput
-    Stream(RawArgs),
+    /// The live pipeline end to end (dev hub → Redis → PostgreSQL): messages/s, lag, RSS, CPU
+    Stream(bench::StreamBenchArgs),
 }
 
 /// Arguments passed through unparsed to a command that defines its own.
@@ -281,7 +282,10 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
             crate::hub::devhub::run(args, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Stream(_)) => Ok(not_available("bench stream")),
+        Command::Bench(BenchCommand::Stream(args)) => match valid(config) {
+            Ok(config) => bench::run(args, config).await,
+            Err(code) => Ok(code),
+        },
     }
 }
 

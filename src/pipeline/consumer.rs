@@ -212,13 +212,17 @@ impl Consumer {
         metrics::counter!(STREAM_CONSUMED_ENTRIES_TOTAL, LABEL_STREAM => self.kind.as_str())
             .increment(acked.len() as u64);
         let now = now_ms();
-        for (entry, _) in &decoded {
-            if let Some(received) = entry.received_at_ms {
-                let lag = now.saturating_sub(received) as f64 / 1000.0;
-                metrics::histogram!(STREAM_APPLY_LAG_SECONDS, LABEL_STREAM => self.kind.as_str())
-                    .record(lag);
-            }
+        let lags: Vec<u32> = decoded
+            .iter()
+            .filter_map(|(entry, _)| entry.received_at_ms)
+            .map(|received| now.saturating_sub(received).min(u64::from(u32::MAX)) as u32)
+            .collect();
+        let histogram =
+            metrics::histogram!(STREAM_APPLY_LAG_SECONDS, LABEL_STREAM => self.kind.as_str());
+        for lag in &lags {
+            histogram.record(f64::from(*lag) / 1000.0);
         }
+        self.runtime.add_lag_samples(lags);
         Ok(())
     }
 

@@ -63,34 +63,9 @@ pub async fn migrate(pg: &Pg) -> Result<Vec<String>, StoreError> {
 /// connecting to the `postgres` maintenance database (retrying like [`Pg::connect`]).
 /// Returns whether it was created.
 pub async fn create_database_if_missing(config: &DatabaseConfig) -> Result<bool, StoreError> {
-    let pg_config = config.pg_config().map_err(StoreError::InvalidUrl)?;
-    let target = describe_target(&pg_config);
-    let Some(name) = pg_config
-        .get_dbname()
-        .or(pg_config.get_user())
-        .map(str::to_owned)
-    else {
+    let Some((client, name, target)) = maintenance_connection(config).await? else {
         return Ok(false);
     };
-    if name == MAINTENANCE_DATABASE {
-        return Ok(false);
-    }
-    let mut admin_config = pg_config;
-    admin_config.dbname(MAINTENANCE_DATABASE);
-    if admin_config.get_connect_timeout().is_none() {
-        admin_config.connect_timeout(config.timeout());
-    }
-
-    let client = retry_connect(&target, config.connect_retry(), || async {
-        let (client, connection) = admin_config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "maintenance connection closed");
-            }
-        });
-        Ok(client)
-    })
-    .await?;
 
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -116,6 +91,57 @@ pub async fn create_database_if_missing(config: &DatabaseConfig) -> Result<bool,
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// Drops the database named in `database.url` (disconnecting its sessions), if it exists.
+/// For scratch databases (benchmarks); never called by the service.
+pub async fn drop_database(config: &DatabaseConfig) -> Result<(), StoreError> {
+    let Some((client, name, target)) = maintenance_connection(config).await? else {
+        return Ok(());
+    };
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_identifier(&name)
+        ))
+        .await?;
+    tracing::info!(server = %target, "database dropped");
+    Ok(())
+}
+
+/// A connection to the server's maintenance database, with the name of the database the
+/// configuration points at (`None` when that is the maintenance database itself).
+async fn maintenance_connection(
+    config: &DatabaseConfig,
+) -> Result<Option<(tokio_postgres::Client, String, String)>, StoreError> {
+    let pg_config = config.pg_config().map_err(StoreError::InvalidUrl)?;
+    let target = describe_target(&pg_config);
+    let Some(name) = pg_config
+        .get_dbname()
+        .or(pg_config.get_user())
+        .map(str::to_owned)
+    else {
+        return Ok(None);
+    };
+    if name == MAINTENANCE_DATABASE {
+        return Ok(None);
+    }
+    let mut admin_config = pg_config;
+    admin_config.dbname(MAINTENANCE_DATABASE);
+    if admin_config.get_connect_timeout().is_none() {
+        admin_config.connect_timeout(config.timeout());
+    }
+    let client = retry_connect(&target, config.connect_retry(), || async {
+        let (client, connection) = admin_config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "maintenance connection closed");
+            }
+        });
+        Ok(client)
+    })
+    .await?;
+    Ok(Some((client, name, target)))
 }
 
 /// Quotes an SQL identifier (`"name"`, doubling embedded quotes).

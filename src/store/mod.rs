@@ -7,7 +7,7 @@ mod pool;
 pub mod rows;
 pub mod state;
 
-pub use migrate::{create_database_if_missing, embedded_migrations, migrate};
+pub use migrate::{create_database_if_missing, drop_database, embedded_migrations, migrate};
 pub use pool::Pg;
 
 use std::time::Duration;

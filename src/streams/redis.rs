@@ -142,6 +142,35 @@ impl Redis {
         &self.target
     }
 
+    /// Deletes every key under this prefix (scratch prefixes of benchmarks; never called by the
+    /// service). Returns how many keys went.
+    pub async fn delete_prefix(&self) -> Result<u64, StreamsError> {
+        let mut connection = self.connection();
+        let pattern = format!("{}{KEY_SEPARATOR}*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await?;
+            if !keys.is_empty() {
+                deleted += redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<u64>(&mut connection)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
     /// Sends `PING` and records the outcome in `waypoint_redis_up`.
     pub async fn ping(&self) -> Result<(), StreamsError> {
         let mut connection = self.connection();
