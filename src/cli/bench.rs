@@ -197,6 +197,35 @@ async fn measure(args: &StreamBenchArgs, config: Config) -> anyhow::Result<Figur
         catch_up.as_secs_f64()
     );
 
+    // Live events kept arriving during the catch-up (and the hub dropped some for us, as a
+    // node does for a slow subscriber; repair fetches them). Measure the steady state only
+    // once the subscribers are at the hub's head and the consumers have applied it all.
+    let settle_started = Instant::now();
+    let hub = hub::Client::new(hub::options_from_config(&runtime.config().hub))?;
+    loop {
+        let info = hub.info().await?;
+        let shards = runtime.shards();
+        let at_head = info.shard_infos.iter().filter(|i| i.shard_id > 0).all(|i| {
+            shards
+                .get(&i.shard_id)
+                .and_then(|health| health.cursor)
+                .is_some_and(|cursor| crate::hub::ids::event_block(cursor) + 3 >= i.max_height)
+        });
+        let published = counter_total(&runtime, crate::metrics::STREAM_PUBLISHED_ENTRIES_TOTAL);
+        let consumed = counter_total(&runtime, crate::metrics::STREAM_CONSUMED_ENTRIES_TOTAL);
+        if at_head && consumed + (args.live_rate as u64) >= published {
+            break;
+        }
+        if settle_started.elapsed() > Duration::from_secs(600) {
+            bail!("the pipeline did not reach the hub's head within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "bench: at the hub's head {:.1}s after the catch-up",
+        settle_started.elapsed().as_secs_f64()
+    );
+
     // Steady state at the live rate.
     runtime.record_lag_samples();
     let consumed_before = counter_total(&runtime, crate::metrics::STREAM_CONSUMED_ENTRIES_TOTAL);

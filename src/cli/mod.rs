@@ -7,6 +7,7 @@
 
 pub mod bench;
 mod config_check;
+mod dlq;
 mod migrate;
 
 use std::net::SocketAddr;
@@ -204,9 +205,16 @@ pub enum DlqCommand {
 /// Arguments of `waypoint dlq list|replay`.
 #[derive(Debug, Args)]
 pub struct DlqArgs {
-    /// Stream type, such as casts or reactions
+    /// Stream type: casts, reactions, links, verifications, user_data, username_proofs,
+    /// onchain_events, other (and, for list, unknown: events that did not decode)
     #[arg(value_name = "TYPE")]
     pub stream: String,
+    /// list: how many to show (oldest first)
+    #[arg(long, default_value_t = 100)]
+    pub count: usize,
+    /// replay: only these dead-letter ids (default: all)
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<String>,
 }
 
 /// `waypoint mcp ...`.
@@ -275,8 +283,14 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
         Command::Backfill(BackfillCommand::OnchainEvents(_)) => {
             Ok(not_available("backfill onchain-events"))
         }
-        Command::Dlq(DlqCommand::List(_)) => Ok(not_available("dlq list")),
-        Command::Dlq(DlqCommand::Replay(_)) => Ok(not_available("dlq replay")),
+        Command::Dlq(DlqCommand::List(args)) => match valid(config) {
+            Ok(config) => dlq::list(args, &config).await,
+            Err(code) => Ok(code),
+        },
+        Command::Dlq(DlqCommand::Replay(args)) => match valid(config) {
+            Ok(config) => dlq::replay(args, &config).await,
+            Err(code) => Ok(code),
+        },
         Command::Mcp(McpCommand::Serve(_)) => Ok(not_available("mcp serve")),
         Command::Devhub(args) => {
             crate::hub::devhub::run(args, shutdown_signal()).await?;

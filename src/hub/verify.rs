@@ -86,11 +86,36 @@ pub fn verify(message: &Message) -> Result<(), VerifyError> {
         .as_slice()
         .try_into()
         .map_err(|_| VerifyError::BadSigner(message.signer.len()))?;
-    let key = VerifyingKey::from_bytes(signer).map_err(|_| VerifyError::BadSigner(32))?;
+    let key = verifying_key(signer)?;
     let signature =
         Signature::from_slice(&message.signature).map_err(|_| VerifyError::BadSignature)?;
     key.verify_strict(&message.hash, &signature)
         .map_err(|_| VerifyError::BadSignature)
+}
+
+/// Signer keys already decompressed on this thread. A fid signs with a handful of keys, so the
+/// same keys come back constantly; decompressing one costs about as much as a tenth of a
+/// verification. Bounded: cleared when full.
+const SIGNER_CACHE_CAPACITY: usize = 4096;
+
+thread_local! {
+    static SIGNERS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn verifying_key(signer: &[u8; 32]) -> Result<VerifyingKey, VerifyError> {
+    if let Some(key) = SIGNERS.with(|cache| cache.borrow().get(signer).copied()) {
+        return Ok(key);
+    }
+    let key = VerifyingKey::from_bytes(signer).map_err(|_| VerifyError::BadSigner(32))?;
+    SIGNERS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= SIGNER_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(*signer, key);
+    });
+    Ok(key)
 }
 
 /// Builds a signed message from `data`: `data_bytes`, BLAKE3 hash, ed25519 signature.

@@ -122,7 +122,7 @@ impl Consumer {
                 return Ok(());
             }
         };
-        let entries = match read {
+        let mut entries = match read {
             Ok(entries) => entries,
             Err(error) => {
                 // A dedicated connection does not reconnect by itself.
@@ -130,6 +130,35 @@ impl Consumer {
                 return self.retry_poll(ctx, state, &error.to_string());
             }
         };
+        // A small batch: give the stream a moment to fill up (see consumer_linger_ms).
+        let batch_size = config.stream.consumer_batch_size;
+        if from == ReadFrom::New
+            && !entries.is_empty()
+            && entries.len() < batch_size / 4
+            && config.stream.consumer_linger_ms > 0
+            && !ctx.is_stopping()
+        {
+            tokio::time::sleep(Duration::from_millis(config.stream.consumer_linger_ms)).await;
+            let more = redis
+                .read_group(
+                    connection,
+                    self.kind,
+                    &config.stream.group,
+                    &state.name,
+                    batch_size - entries.len(),
+                    0,
+                    ReadFrom::NewNoWait,
+                )
+                .await;
+            match more {
+                Ok(more) => entries.extend(more),
+                Err(error) => {
+                    // What was read stays pending under this name: apply it, then reconnect.
+                    tracing::warn!(stream = %self.kind, %error, "second read failed");
+                    state.connection = None;
+                }
+            }
+        }
         state.retry_delay = RETRY_INITIAL;
         if state.recovering && entries.is_empty() {
             state.recovering = false;

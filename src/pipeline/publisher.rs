@@ -33,8 +33,9 @@ const BACKLOG_MAX_AGE: Duration = Duration::from_millis(500);
 const BACKLOG_POLL: Duration = Duration::from_millis(200);
 
 pub enum Msg {
-    /// Append this event (its ack confirms it once durable).
-    Publish { entry: NewEntry, ack: Ack },
+    /// Append these events (each ack confirms its event once durable). A subscriber hands
+    /// over what one read gave it, so the mailbox counts batches, not events.
+    Publish { entries: Vec<(NewEntry, Ack)> },
     /// The flush timer of a partial batch fired.
     Flush,
 }
@@ -77,7 +78,7 @@ impl Actor for Publisher {
         state: &mut State,
     ) -> Result<(), ActorError> {
         match msg {
-            Msg::Publish { entry, ack } => self.on_publish(ctx, state, entry, ack).await,
+            Msg::Publish { entries } => self.on_publish(ctx, state, entries).await,
             Msg::Flush => self.on_flush(ctx, state).await,
         }
     }
@@ -93,11 +94,12 @@ impl Publisher {
         &self,
         ctx: &Context<Msg>,
         state: &mut State,
-        entry: NewEntry,
-        ack: Ack,
+        entries: Vec<(NewEntry, Ack)>,
     ) -> Result<(), ActorError> {
-        state.entries.push(entry);
-        state.acks.push(ack);
+        for (entry, ack) in entries {
+            state.entries.push(entry);
+            state.acks.push(ack);
+        }
         let config = self.runtime.config();
         if state.entries.len() >= config.stream.publish_batch_size {
             self.flush(ctx, state).await

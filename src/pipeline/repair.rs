@@ -19,9 +19,10 @@ use prost::Message as _;
 use waypoint_actors::{Actor, ActorError, Context};
 use waypoint_proto::HubEvent;
 
-use super::publisher;
+use std::collections::BTreeMap;
+
 use super::route::{Route, Skip, route};
-use super::subscriber::Publishers;
+use super::subscriber::{Publishers, hand_over};
 use super::tracker::{Ack, ShardTracker};
 use crate::hub::{self, ids};
 use crate::metrics::{
@@ -29,7 +30,7 @@ use crate::metrics::{
     LABEL_STREAM, SPAM_DROPPED_MESSAGES_TOTAL, STREAM_DEAD_LETTERED_ENTRIES_TOTAL,
 };
 use crate::runtime::Runtime;
-use crate::streams::NewEntry;
+use crate::streams::{NewEntry, StreamType};
 
 /// Pause before retrying a repair whose fetch failed.
 const RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -121,9 +122,12 @@ impl Repair {
             }
         };
         let count = events.len();
+        let mut outgoing: BTreeMap<StreamType, Vec<(NewEntry, Ack)>> = BTreeMap::new();
         for event in events {
-            self.hand_over(shard, &tracker, event).await?;
+            self.route_refetched(shard, &tracker, event, &mut outgoing)
+                .await?;
         }
+        hand_over(&self.publishers, outgoing).await?;
         hold.confirm();
         metrics::counter!(HUB_GAPS_REPAIRED_TOTAL, LABEL_SHARD => shard.to_string()).increment(1);
         tracing::info!(shard, from_block, to_block, events = count, "gap repaired");
@@ -131,18 +135,16 @@ impl Repair {
     }
 
     /// Routes one re-fetched event like a subscriber would.
-    async fn hand_over(
+    async fn route_refetched(
         &self,
         shard: u32,
         tracker: &Arc<ShardTracker>,
         event: HubEvent,
+        outgoing: &mut BTreeMap<StreamType, Vec<(NewEntry, Ack)>>,
     ) -> Result<(), ActorError> {
         let verify = self.runtime.config().hub.verify_messages;
         match route(&event, verify, self.runtime.spam()) {
             Route::Publish(kind) => {
-                let Some(publisher) = self.publishers.get(&kind) else {
-                    return Err(format!("no publisher for stream {kind}").into());
-                };
                 let ack = tracker.hold(event.id);
                 let entry = NewEntry {
                     raw: event.encode_to_vec().into(),
@@ -150,10 +152,7 @@ impl Repair {
                     event_id: event.id,
                     received_at_ms: now_ms(),
                 };
-                publisher
-                    .send(publisher::Msg::Publish { entry, ack })
-                    .await
-                    .map_err(|_| format!("publisher:{kind} is not running"))?;
+                outgoing.entry(kind).or_default().push((entry, ack));
             }
             Route::Reject {
                 bucket,

@@ -33,7 +33,7 @@ use crate::metrics::{
     SPAM_DROPPED_MESSAGES_TOTAL, STREAM_DEAD_LETTERED_ENTRIES_TOTAL,
 };
 use crate::runtime::Runtime;
-use crate::streams::NewEntry;
+use crate::streams::{NewEntry, StreamType, UNKNOWN_BUCKET};
 
 /// Events taken from the stream per pull when they are already waiting (one verification
 /// batch, off the runtime threads).
@@ -44,7 +44,7 @@ const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// The publishers' mailboxes by stream type.
-pub type Publishers = Arc<BTreeMap<crate::streams::StreamType, Mailbox<publisher::Msg>>>;
+pub type Publishers = Arc<BTreeMap<StreamType, Mailbox<publisher::Msg>>>;
 
 pub enum Msg {
     /// (Re)open the subscription.
@@ -263,17 +263,17 @@ impl Subscriber {
         })
         .await?;
         let received_at_ms = now_ms();
-        let shard_label = self.shard.to_string();
+        metrics::counter!(HUB_EVENTS_RECEIVED_TOTAL, LABEL_SHARD => self.shard.to_string())
+            .increment(routed.len() as u64);
+        let mut outgoing: BTreeMap<StreamType, Vec<(NewEntry, Ack)>> = BTreeMap::new();
         for (raw, decoded) in routed {
-            metrics::counter!(HUB_EVENTS_RECEIVED_TOTAL, LABEL_SHARD => shard_label.clone())
-                .increment(1);
             let (event, route) = match decoded {
                 Ok(decoded) => decoded,
                 Err(error) => {
                     self.dead_letter(
                         &raw,
                         0,
-                        crate::streams::UNKNOWN_BUCKET,
+                        UNKNOWN_BUCKET,
                         "undecodable_event",
                         &error.to_string(),
                     )
@@ -284,59 +284,37 @@ impl Subscriber {
             state.next_from = Some(event.id + 1);
             match route {
                 Route::BlockConfirmed => self.on_block_confirmed(state, &event).await?,
-                route => {
+                Route::Publish(kind) => {
                     self.note(state, &event).await?;
-                    self.dispatch(state, &event, route, raw, received_at_ms)
+                    let ack = state.tracker.hold(event.id);
+                    let entry = NewEntry {
+                        raw,
+                        shard: self.shard,
+                        event_id: event.id,
+                        received_at_ms,
+                    };
+                    outgoing.entry(kind).or_default().push((entry, ack));
+                }
+                Route::Skip(skip) => {
+                    self.note(state, &event).await?;
+                    if skip == Skip::Spam {
+                        metrics::counter!(SPAM_DROPPED_MESSAGES_TOTAL).increment(1);
+                    }
+                    state.tracker.pass(event.id);
+                }
+                Route::Reject {
+                    bucket,
+                    label,
+                    reason,
+                } => {
+                    self.note(state, &event).await?;
+                    self.dead_letter(&raw, event.id, bucket, label, &reason)
                         .await?;
+                    state.tracker.pass(event.id);
                 }
             }
         }
-        Ok(())
-    }
-
-    async fn dispatch(
-        &self,
-        state: &mut State,
-        event: &HubEvent,
-        route: Route,
-        raw: bytes::Bytes,
-        received_at_ms: u64,
-    ) -> Result<(), ActorError> {
-        match route {
-            Route::Publish(kind) => {
-                let Some(publisher) = self.publishers.get(&kind) else {
-                    return Err(format!("no publisher for stream {kind}").into());
-                };
-                let ack = state.tracker.hold(event.id);
-                let entry = NewEntry {
-                    raw,
-                    shard: self.shard,
-                    event_id: event.id,
-                    received_at_ms,
-                };
-                publisher
-                    .send(publisher::Msg::Publish { entry, ack })
-                    .await
-                    .map_err(|_| format!("publisher:{kind} is not running"))?;
-            }
-            Route::Skip(skip) => {
-                if skip == Skip::Spam {
-                    metrics::counter!(SPAM_DROPPED_MESSAGES_TOTAL).increment(1);
-                }
-                state.tracker.pass(event.id);
-            }
-            Route::Reject {
-                bucket,
-                label,
-                reason,
-            } => {
-                self.dead_letter(&raw, event.id, bucket, label, &reason)
-                    .await?;
-                state.tracker.pass(event.id);
-            }
-            Route::BlockConfirmed => state.tracker.pass(event.id),
-        }
-        Ok(())
+        hand_over(&self.publishers, outgoing).await
     }
 
     async fn dead_letter(
@@ -521,6 +499,24 @@ impl Subscriber {
             .update_shard(self.shard, |shard| shard.cursor = Some(cursor));
         Ok(())
     }
+}
+
+/// Hands each publisher its share of a batch; waits while a publisher's mailbox is full
+/// (backpressure).
+pub(super) async fn hand_over(
+    publishers: &Publishers,
+    outgoing: BTreeMap<StreamType, Vec<(NewEntry, Ack)>>,
+) -> Result<(), ActorError> {
+    for (kind, entries) in outgoing {
+        let Some(publisher) = publishers.get(&kind) else {
+            return Err(format!("no publisher for stream {kind}").into());
+        };
+        publisher
+            .send(publisher::Msg::Publish { entries })
+            .await
+            .map_err(|_| format!("publisher:{kind} is not running"))?;
+    }
+    Ok(())
 }
 
 /// The announced counts of the event types a subscriber receives.

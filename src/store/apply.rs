@@ -15,8 +15,8 @@
 //! Removes and tombstones are kept in internal tables (`crdt_removes`, `message_tombstones`,
 //! `username_proof_removals`) so the order of arrival does not matter. A batch is one
 //! transaction with one statement per table (multi-row `unnest`), then set-based statements
-//! that recompute liveness for the keys the batch touched. Concurrent batches serialise on
-//! advisory locks over hashed keys, taken in sorted order (no deadlocks).
+//! that recompute liveness for the keys the batch touched. Concurrent batches of the same set
+//! serialise on one advisory lock per set (see `lock_ids`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -25,9 +25,6 @@ use waypoint_proto::{HubEvent, Message};
 
 use super::rows::{Batch, SetKind, SkipReason};
 
-/// Lock buckets per table: bounds the advisory locks a batch takes (and so the shared lock
-/// table's use) while keeping unrelated keys of concurrent consumers mostly apart.
-const LOCK_BUCKETS: u64 = 1024;
 /// Passes of the reply-chain root fix-up per batch (one level each).
 const ROOT_FIXUP_PASSES: usize = 16;
 
@@ -149,72 +146,52 @@ async fn write(
     Ok(applied)
 }
 
-/// Sorted advisory lock ids for every key the batch touches.
+/// Advisory lock ids, one per set the batch writes, sorted (so concurrent batches never
+/// deadlock). Batches of the same set from concurrent consumers apply one after the other, so
+/// each sees the other's rows when it recomputes liveness; different sets apply in parallel.
+/// Finer (per-key) locks were measured: a batch of hundreds of random keys takes nearly every
+/// bucket anyway, and the lock-manager work cost more than it saved.
 fn lock_ids(batch: &Batch) -> Vec<i64> {
-    let mut ids = BTreeSet::new();
-    let mut lock = |table: u64, parts: &[&[u8]]| {
-        let mut hasher = blake3::Hasher::new();
-        for part in parts {
-            hasher.update(&(part.len() as u64).to_le_bytes());
-            hasher.update(part);
-        }
-        let digest = hasher.finalize();
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&digest.as_bytes()[..8]);
-        let bucket = u64::from_le_bytes(head) % LOCK_BUCKETS;
-        ids.insert(((table << 32) | bucket) as i64);
-    };
-    for cast in &batch.casts {
-        lock(1, &[&cast.hash]);
+    // Namespace of Waypoint's advisory locks ("WAYP"), so other applications' locks on the same
+    // database do not collide with them.
+    const NAMESPACE: i64 = 0x5741_5950 << 32;
+    let mut sets = BTreeSet::new();
+    if !batch.casts.is_empty() || batch.removes.iter().any(|r| r.set_kind == SetKind::Cast) {
+        sets.insert(SetKind::Cast as i64);
     }
-    for remove in &batch.removes {
-        match remove.set_kind {
-            SetKind::Cast => lock(1, &[&remove.crdt_key]),
-            kind => lock(kind as u64, &[&remove.fid.to_le_bytes(), &remove.crdt_key]),
-        }
+    if !batch.reactions.is_empty()
+        || batch
+            .removes
+            .iter()
+            .any(|r| r.set_kind == SetKind::Reaction)
+    {
+        sets.insert(SetKind::Reaction as i64);
     }
-    for row in &batch.reactions {
-        lock(
-            SetKind::Reaction as u64,
-            &[&row.fid.to_le_bytes(), &row.crdt_key],
-        );
+    if !batch.links.is_empty()
+        || !batch.compact_states.is_empty()
+        || batch.removes.iter().any(|r| r.set_kind == SetKind::Link)
+    {
+        sets.insert(SetKind::Link as i64);
     }
-    for row in &batch.links {
-        lock(
-            SetKind::Link as u64,
-            &[&row.fid.to_le_bytes(), &row.crdt_key],
-        );
+    if !batch.verifications.is_empty()
+        || batch
+            .removes
+            .iter()
+            .any(|r| r.set_kind == SetKind::Verification)
+    {
+        sets.insert(SetKind::Verification as i64);
     }
-    for row in &batch.compact_states {
-        // A compact state touches every link of its fid: take all of that fid's link buckets
-        // would be too many; instead lock the fid itself, which link writers also take below.
-        lock(5, &[&row.fid.to_le_bytes()]);
+    if !batch.user_data.is_empty() {
+        sets.insert(5);
     }
-    for row in &batch.links {
-        lock(5, &[&row.fid.to_le_bytes()]);
+    if !batch.proofs.is_empty() || !batch.proof_removals.is_empty() {
+        sets.insert(6);
     }
-    for row in &batch.verifications {
-        lock(
-            SetKind::Verification as u64,
-            &[&row.fid.to_le_bytes(), &row.address],
-        );
+    if !batch.tombstones.is_empty() {
+        // Tombstones touch rows of any set: serialise them with every set.
+        sets.extend([1, 2, 3, 4, 5]);
     }
-    for row in &batch.user_data {
-        lock(6, &[&row.fid.to_le_bytes(), &row.data_type.to_le_bytes()]);
-    }
-    for row in &batch.proofs {
-        lock(7, &[row.username.as_bytes()]);
-    }
-    for row in &batch.proof_removals {
-        lock(7, &[row.username.as_bytes()]);
-    }
-    for row in &batch.tombstones {
-        lock(8, &[&row.hash]);
-    }
-    for row in &batch.user_data {
-        lock(8, &[&row.hash]);
-    }
-    ids.into_iter().collect()
+    sets.into_iter().map(|set| NAMESPACE | set).collect()
 }
 
 struct Writer<'a, 'b> {
@@ -360,12 +337,15 @@ impl Writer<'_, '_> {
                                     root_parent_fid, root_parent_hash, root_parent_url, deleted_at)
                  SELECT u.hash, u.fid, to_timestamp(u.ts), u.text, u.type, u.parent_fid, u.parent_hash, u.parent_url,
                         u.embeds, u.mentions, u.positions, u.signer,
-                        u.parent_fid, u.parent_hash, u.parent_url,
+                        CASE WHEN p.hash IS NULL THEN u.parent_fid ELSE COALESCE(p.root_parent_fid, p.fid) END,
+                        CASE WHEN p.hash IS NULL THEN u.parent_hash ELSE COALESCE(p.root_parent_hash, p.hash) END,
+                        CASE WHEN p.hash IS NULL THEN u.parent_url ELSE COALESCE(p.root_parent_url, p.parent_url) END,
                         LEAST((SELECT min(r.\"timestamp\") FROM crdt_removes r WHERE r.set_kind = 1 AND r.crdt_key = u.hash),
                               (SELECT t.at FROM message_tombstones t WHERE t.hash = u.hash))
                  FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::text[], $5::int2[], $6::int8[], $7::bytea[],
                              $8::text[], $9::jsonb[], $10::jsonb[], $11::jsonb[], $12::bytea[])
                       AS u(hash, fid, ts, text, type, parent_fid, parent_hash, parent_url, embeds, mentions, positions, signer)
+                 LEFT JOIN casts p ON p.hash = u.parent_hash
                  ON CONFLICT (hash) DO NOTHING
                  RETURNING hash",
             )
@@ -399,7 +379,9 @@ impl Writer<'_, '_> {
     }
 
     /// Points new casts (and replies already stored below them) at the top of their reply
-    /// chain. Best effort across arrival orders: each pass settles one more level.
+    /// chain. The insert already used parents stored before this batch; this settles parents
+    /// inserted in the same batch and replies that arrived before their parent. Best effort
+    /// across arrival orders: each pass settles one more level.
     async fn fix_roots(&mut self, inserted: &[Vec<u8>]) -> Result<(), ApplyError> {
         self.execute(
             "casts",
@@ -407,7 +389,7 @@ impl Writer<'_, '_> {
                                 root_parent_hash = COALESCE(p.root_parent_hash, p.hash),
                                 root_parent_url = COALESCE(p.root_parent_url, p.parent_url)
              FROM casts p
-             WHERE c.hash = ANY($1) AND c.parent_hash = p.hash",
+             WHERE c.hash = ANY($1) AND c.parent_hash = ANY($1) AND c.parent_hash = p.hash",
             &[&inserted],
         )
         .await?;
@@ -419,7 +401,7 @@ impl Writer<'_, '_> {
                                         root_parent_hash = COALESCE(x.root_parent_hash, d.root_parent_hash),
                                         root_parent_url = COALESCE(x.root_parent_url, d.root_parent_url)
                      FROM casts x
-                     WHERE x.hash = ANY($1) AND d.root_parent_hash = x.hash AND d.hash <> x.hash
+                     WHERE d.root_parent_hash = ANY($1) AND x.hash = d.root_parent_hash AND d.hash <> x.hash
                        AND (x.root_parent_hash IS NOT NULL OR x.root_parent_url IS DISTINCT FROM d.root_parent_url)
                        AND (x.root_parent_hash IS DISTINCT FROM d.root_parent_hash
                             OR x.root_parent_url IS DISTINCT FROM d.root_parent_url)",
@@ -448,7 +430,7 @@ impl Writer<'_, '_> {
             self.execute(
                 "reactions",
                 "INSERT INTO reactions (hash, fid, type, target_cast_fid, target_cast_hash, target_url, crdt_key, \"timestamp\", deleted_at)
-                 SELECT u.hash, u.fid, u.type, u.cast_fid, u.cast_hash, u.url, u.key, to_timestamp(u.ts), to_timestamp(u.ts)
+                 SELECT u.hash, u.fid, u.type, u.cast_fid, u.cast_hash, u.url, u.key, to_timestamp(u.ts), NULL
                  FROM unnest($1::bytea[], $2::int8[], $3::int2[], $4::int8[], $5::bytea[], $6::text[], $7::bytea[], $8::int8[])
                       AS u(hash, fid, type, cast_fid, cast_hash, url, key, ts)
                  ON CONFLICT (hash) DO NOTHING",
@@ -478,7 +460,7 @@ impl Writer<'_, '_> {
             self.execute(
                 "links",
                 "INSERT INTO links (hash, fid, target_fid, type, display_timestamp, crdt_key, \"timestamp\", deleted_at)
-                 SELECT u.hash, u.fid, u.target, u.type, to_timestamp(u.display), u.key, to_timestamp(u.ts), to_timestamp(u.ts)
+                 SELECT u.hash, u.fid, u.target, u.type, to_timestamp(u.display), u.key, to_timestamp(u.ts), NULL
                  FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::text[], $5::int8[], $6::bytea[], $7::int8[])
                       AS u(hash, fid, target, type, display, key, ts)
                  ON CONFLICT (hash) DO NOTHING",
@@ -551,7 +533,7 @@ impl Writer<'_, '_> {
                 "verifications",
                 "INSERT INTO verifications (hash, fid, signer_address, block_hash, claim_signature, verification_type,
                                             chain_id, protocol, \"timestamp\", deleted_at)
-                 SELECT u.hash, u.fid, u.address, u.block_hash, u.claim, u.kind, u.chain, u.protocol, to_timestamp(u.ts), to_timestamp(u.ts)
+                 SELECT u.hash, u.fid, u.address, u.block_hash, u.claim, u.kind, u.chain, u.protocol, to_timestamp(u.ts), NULL
                  FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], $5::bytea[], $6::int2[], $7::int4[], $8::int2[], $9::int8[])
                       AS u(hash, fid, address, block_hash, claim, kind, chain, protocol, ts)
                  ON CONFLICT (hash) DO NOTHING",

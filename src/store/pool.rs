@@ -50,16 +50,16 @@ impl Pg {
         let target = describe_target(&pg_config);
         let timeout = config.timeout();
         // Per-statement timeout for every pooled session, unless the URL already sets one.
-        let options = pg_config.get_options().unwrap_or_default().to_owned();
+        let mut options = pg_config.get_options().unwrap_or_default().to_owned();
         if !options.contains("statement_timeout") {
-            let statement_timeout = format!("-c statement_timeout={}", timeout.as_millis());
-            let options = if options.is_empty() {
-                statement_timeout
-            } else {
-                format!("{options} {statement_timeout}")
-            };
-            pg_config.options(options);
+            options = format!("{options} -c statement_timeout={}", timeout.as_millis());
         }
+        // The apply statements are prepared once and run with arrays of a few hundred keys:
+        // a generic plan cannot see their size and falls back to scanning whole tables.
+        if !options.contains("plan_cache_mode") {
+            options = format!("{options} -c plan_cache_mode=force_custom_plan");
+        }
+        pg_config.options(options.trim());
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(timeout.min(CONNECT_ATTEMPT_TIMEOUT));
         }

@@ -59,6 +59,8 @@ pub struct Entry {
 pub enum ReadFrom {
     /// Entries never delivered to the group (`>`), waiting up to the block time.
     New,
+    /// Entries never delivered to the group, without waiting.
+    NewNoWait,
     /// This consumer's own delivered-but-unacknowledged entries (`0`), e.g. after a restart.
     Pending,
 }
@@ -165,6 +167,7 @@ impl Redis {
                 options = options.block(block_ms as usize);
                 ">"
             }
+            ReadFrom::NewNoWait => ">",
             ReadFrom::Pending => "0",
         };
         let reply: Option<StreamReadReply> = connection
