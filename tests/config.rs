@@ -323,12 +323,12 @@ fn config_check_prints_the_masked_configuration() {
 fn commands_not_in_this_build_say_so_and_exit_2() {
     let output = Command::new(env!("CARGO_BIN_EXE_waypoint"))
         .env_clear()
-        .args(["dlq", "list", "casts"])
+        .args(["mcp", "serve"])
         .output()
         .expect("run waypoint");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("waypoint dlq list: this command is not available in this build yet"));
+    assert!(stderr.contains("waypoint mcp serve: this command is not available in this build yet"));
 
     let output = Command::new(env!("CARGO_BIN_EXE_waypoint"))
         .env_clear()

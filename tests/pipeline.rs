@@ -358,3 +358,221 @@ async fn a_consumer_that_panics_on_a_batch_is_restarted_and_the_batch_applied() 
     db.cleanup().await;
     redis.cleanup().await;
 }
+
+#[tokio::test]
+async fn publishers_wait_when_the_backlog_is_full_and_nothing_is_lost() {
+    let hub = devhub(small_hub(81)).await;
+    let (db, redis_test) = (TestDb::new().await, TestRedis::new());
+    // Producer only, with a tiny backlog limit: the publishers must stop appending.
+    let limit = 300u64;
+    let env = harness::env(
+        &db,
+        &redis_test,
+        &hub.url(),
+        &[("WAYPOINT_STREAM__MAX_BACKLOG", limit.to_string())],
+    );
+    let config = harness::config(&env);
+    let producer = Service::start(Role::Producer, config.clone(), None)
+        .await
+        .unwrap();
+    let redis = Redis::connect(&config.redis).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut backlog_before = Vec::new();
+    for kind in StreamType::ALL {
+        backlog_before.push(redis.backlog(kind, &config.stream.group).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (kind, before) in StreamType::ALL.into_iter().zip(&backlog_before) {
+        let now = redis.backlog(kind, &config.stream.group).await.unwrap();
+        // A publisher appends at most one batch past the limit, then waits.
+        let bound = limit + config.stream.publish_batch_size as u64 + 256;
+        assert!(now <= bound, "{kind}: backlog {now} over {bound}");
+        assert_eq!(now, *before, "{kind}: no growth while over the limit");
+    }
+    // Consumers arrive: the backlog drains, the publishers resume, the replica converges.
+    let consumer_env = harness::env(&db, &redis_test, &hub.url(), &[]);
+    let consumer = Service::start(Role::Consumer, harness::config(&consumer_env), None)
+        .await
+        .unwrap();
+    let pg = harness::pool(&db).await;
+    wait_converged(&hub, &pg, CONVERGE).await;
+    consumer.shutdown().await.unwrap();
+    producer.shutdown().await.unwrap();
+    pg.close();
+    hub.shutdown().await;
+    db.cleanup().await;
+    redis_test.cleanup().await;
+}
+
+#[tokio::test]
+async fn fids_labelled_spam_are_dropped() {
+    let hub = devhub(small_hub(91)).await;
+    let spam_fid = 7u64;
+    let labels = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        labels.path(),
+        format!(
+            "{{\"provider\":1,\"type\":{{\"target\":\"fid\",\"fid\":{spam_fid}}},\"label_type\":\"spam\",\"label_value\":0,\"timestamp\":1}}\n\
+             {{\"provider\":1,\"type\":{{\"target\":\"fid\",\"fid\":8}},\"label_type\":\"spam\",\"label_value\":2,\"timestamp\":1}}\n"
+        ),
+    )
+    .unwrap();
+    let (db, redis) = (TestDb::new().await, TestRedis::new());
+    let env = harness::env(
+        &db,
+        &redis,
+        &hub.url(),
+        &[(
+            "WAYPOINT_SPAM__SOURCES",
+            labels.path().display().to_string(),
+        )],
+    );
+    let service = Service::start(Role::Both, harness::config(&env), None)
+        .await
+        .unwrap();
+    let pg = harness::pool(&db).await;
+    // Everything except the spam fid's messages (its on-chain events and fname proofs stay).
+    let mut expected = hub.dump_state();
+    expected.casts.retain(|row| row.fid != spam_fid);
+    expected.reactions.retain(|row| row.fid != spam_fid);
+    expected.links.retain(|row| row.fid != spam_fid);
+    expected.verifications.retain(|row| row.fid != spam_fid);
+    expected.user_data.retain(|row| row.fid != spam_fid);
+    let started = std::time::Instant::now();
+    loop {
+        let diff = expected.diff(&harness::replica(&pg).await, 5);
+        if diff.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < CONVERGE, "{diff:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rendered = service.runtime().metrics().render();
+    assert!(
+        rendered.lines().any(
+            |line| line.starts_with("waypoint_spam_dropped_messages_total ")
+                && !line.ends_with(" 0")
+        ),
+        "spam drops are counted"
+    );
+    service.shutdown().await.unwrap();
+    pg.close();
+    hub.shutdown().await;
+    db.cleanup().await;
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_the_hubs_retention_marks_the_shard_for_backfill() {
+    let hub = devhub(small_hub(101)).await;
+    let (db, redis_test) = (TestDb::new().await, TestRedis::new());
+    let env = harness::env(&db, &redis_test, &hub.url(), &[]);
+    let config = harness::config(&env);
+    let service = Service::start(Role::Both, config.clone(), None)
+        .await
+        .unwrap();
+    let pg = harness::pool(&db).await;
+    wait_converged(&hub, &pg, CONVERGE).await;
+    service.shutdown().await.unwrap();
+
+    // While Waypoint is down the hub moves on and prunes its event log to the last 3 blocks.
+    for _ in 0..10 {
+        hub.append_live(10);
+    }
+    hub.set_faults(Faults {
+        event_retention_blocks: Some(3),
+        ..Faults::default()
+    });
+    let service = Service::start(
+        Role::Both,
+        harness::config(&harness::env(&db, &redis_test, &hub.url(), &[])),
+        None,
+    )
+    .await
+    .unwrap();
+    let redis = Redis::connect(&config.redis).await.unwrap();
+    tokio::time::timeout(CONVERGE, async {
+        loop {
+            let marked = redis.backfill_needed(1).await.unwrap().is_some()
+                && redis.backfill_needed(2).await.unwrap().is_some();
+            if marked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("both shards are marked for backfill");
+    let marker = redis.backfill_needed(1).await.unwrap().unwrap();
+    assert!(
+        marker["oldest_retained_event_id"].as_u64().unwrap() > marker["cursor"].as_u64().unwrap()
+    );
+    let shards = service.runtime().shards();
+    assert!(shards[&1].backfill_needed.is_some(), "{shards:?}");
+    let (ready, _) = waypoint::api::health::readiness(service.runtime()).await;
+    assert!(
+        ready["shards"]["1"]["backfill_needed"].is_string(),
+        "{ready}"
+    );
+    // Streaming carries on from the oldest retained event: new messages still arrive.
+    hub.set_faults(Faults::default());
+    hub.append_live(10);
+    let expected_new = hub.dump_state();
+    tokio::time::timeout(CONVERGE, async {
+        loop {
+            let actual = harness::replica(&pg).await;
+            let missing_live = expected_new
+                .casts
+                .iter()
+                .filter(|row| row.live)
+                .filter(|row| !actual.casts.contains(row))
+                .count();
+            // Only what happened during the pruned window may be missing (backfill's job).
+            if missing_live < expected_new.casts.len() / 2 && actual.num_rows() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("streaming resumed");
+    service.shutdown().await.unwrap();
+    pg.close();
+    hub.shutdown().await;
+    db.cleanup().await;
+    redis_test.cleanup().await;
+}
+
+#[tokio::test]
+async fn acknowledged_entries_are_trimmed_from_the_streams() {
+    let hub = devhub(small_hub(111)).await;
+    let (db, redis_test) = (TestDb::new().await, TestRedis::new());
+    let env = harness::env(&db, &redis_test, &hub.url(), &[]);
+    let config = harness::config(&env);
+    let service = Service::start(Role::Both, config.clone(), None)
+        .await
+        .unwrap();
+    let pg = harness::pool(&db).await;
+    wait_converged(&hub, &pg, CONVERGE).await;
+    let redis = Redis::connect(&config.redis).await.unwrap();
+    tokio::time::timeout(CONVERGE, async {
+        loop {
+            let mut connection = redis.connection();
+            let length: u64 =
+                redis::AsyncCommands::xlen(&mut connection, redis.stream_key(StreamType::Casts))
+                    .await
+                    .unwrap();
+            if length == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the reclaimer trims what was acknowledged");
+    service.shutdown().await.unwrap();
+    pg.close();
+    hub.shutdown().await;
+    db.cleanup().await;
+    redis_test.cleanup().await;
+}
