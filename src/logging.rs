@@ -34,7 +34,9 @@ pub fn init(config: &LoggingConfig) -> Result<bool, LoggingError> {
     let (filter, rust_log_problem) = filter(config)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and container logs get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let installed = match config.format {
         LogFormat::Text => builder.finish().try_init().is_ok(),
         LogFormat::Json => builder

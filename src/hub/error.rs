@@ -82,8 +82,13 @@ impl HubError {
                 message,
             };
         }
-        // tonic reports connection problems as Unavailable/Unknown with a transport source.
-        if matches!(status.code(), Code::Unavailable | Code::Unknown) && source.is_some() {
+        // tonic reports connection problems (refused, reset, a peer that does not speak
+        // HTTP/2) as Unavailable, Unknown or Cancelled with a transport error as the source.
+        if matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ) && source.is_some()
+        {
             return HubError::Transport {
                 method,
                 message: format!("{message}: {}", source.unwrap_or_default()),
