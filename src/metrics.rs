@@ -64,6 +64,7 @@ pub const STREAM_DEAD_LETTERED_ENTRIES_TOTAL: &str = "waypoint_stream_dead_lette
 pub const STREAM_APPLY_LAG_SECONDS: &str = "waypoint_stream_apply_lag_seconds";
 /// Counter {table}: rows inserted or updated.
 pub const STORE_ROWS_WRITTEN_TOTAL: &str = "waypoint_store_rows_written_total";
+pub const STORE_ANALYZE_RUNS_TOTAL: &str = "waypoint_store_analyze_runs_total";
 /// Histogram {stream}: time to apply one batch to PostgreSQL.
 pub const STORE_APPLY_BATCH_DURATION_SECONDS: &str = "waypoint_store_apply_batch_duration_seconds";
 /// Gauge: 1 when the last PostgreSQL check succeeded, else 0.
@@ -202,6 +203,11 @@ pub fn describe() {
         Unit::Count,
         "Rows inserted or updated in PostgreSQL, per table"
     );
+    describe_counter!(
+        STORE_ANALYZE_RUNS_TOTAL,
+        Unit::Count,
+        "Planner statistics refreshed after a table grew, per table"
+    );
     describe_histogram!(
         STORE_APPLY_BATCH_DURATION_SECONDS,
         Unit::Seconds,
@@ -279,6 +285,7 @@ mod tests {
             STREAM_LAG_ENTRIES,
             STREAM_DEAD_LETTERED_ENTRIES_TOTAL,
             STORE_ROWS_WRITTEN_TOTAL,
+            STORE_ANALYZE_RUNS_TOTAL,
             STORE_APPLY_BATCH_DURATION_SECONDS,
             DATABASE_UP,
             REDIS_UP,

@@ -94,9 +94,10 @@ pub fn verify(message: &Message) -> Result<(), VerifyError> {
 }
 
 /// Signer keys already decompressed on this thread. A fid signs with a handful of keys, so the
-/// same keys come back constantly; decompressing one costs about as much as a tenth of a
-/// verification. Bounded: cleared when full.
-const SIGNER_CACHE_CAPACITY: usize = 4096;
+/// same keys come back constantly, and decompressing one costs a large part of a verification.
+/// Sized for the signers active at once across many fids (about 200 bytes an entry, so a few
+/// MiB per thread); cleared when full.
+const SIGNER_CACHE_CAPACITY: usize = 32_768;
 
 thread_local! {
     static SIGNERS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =

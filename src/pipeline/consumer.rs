@@ -313,6 +313,7 @@ impl Consumer {
         let applied = apply::apply_events(&mut client, &inputs, options).await?;
         for (table, rows) in &applied.rows_written {
             metrics::counter!(STORE_ROWS_WRITTEN_TOTAL, LABEL_TABLE => *table).increment(*rows);
+            pg.note_written(table, *rows);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool ([`Pg`]), schema migrations, the apply rules and reading the
 //! replica back. Plain client code: nothing here knows about actors.
 
+mod analyze;
 pub mod apply;
 mod migrate;
 mod pool;

@@ -22,6 +22,7 @@ const APPLICATION_NAME: &str = "waypoint";
 pub struct Pg {
     pool: Pool,
     target: String,
+    growth: super::analyze::Growth,
 }
 
 impl std::fmt::Debug for Pg {
@@ -80,7 +81,11 @@ impl Pg {
             .recycle_timeout(Some(timeout))
             .runtime(Runtime::Tokio1)
             .build()?;
-        Ok(Pg { pool, target })
+        Ok(Pg {
+            pool,
+            target,
+            growth: Default::default(),
+        })
     }
 
     /// A pooled connection; returned to the pool when dropped.
@@ -98,6 +103,14 @@ impl Pg {
         .await;
         metrics::gauge!(DATABASE_UP).set(if result.is_ok() { 1.0 } else { 0.0 });
         result
+    }
+
+    /// Records rows written to `table` and refreshes its planner statistics in the background
+    /// when it has grown enough (see the `analyze` module).
+    pub fn note_written(&self, table: &'static str, rows: u64) {
+        if self.growth.note(table, rows) {
+            super::analyze::spawn_analyze(self.clone(), self.growth.clone(), table);
+        }
     }
 
     /// The underlying pool, for code that needs its status or transactions.

@@ -1,0 +1,115 @@
+//! Fresh planner statistics for tables that grow fast.
+//!
+//! The apply statements join batches of a few hundred keys against the tables. With no
+//! statistics (a new database, or autovacuum off or not yet run — it wakes once a minute,
+//! while a catch-up adds thousands of rows a second), PostgreSQL guesses that an `= ANY` list
+//! matches a large part of the table, and scans the whole table once per batch: a cost that
+//! grows with the table and slows a catch-up to a crawl. So the writers count the rows they
+//! write, and a table is `ANALYZE`d in the background whenever it has grown by half since its
+//! last statistics (at least [`MIN_GROWTH`] rows): a dozen or so runs per table on the way to
+//! millions of rows, each sampling a bounded number of rows.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::metrics::{LABEL_TABLE, STORE_ANALYZE_RUNS_TOTAL};
+
+/// Fewest new rows worth new statistics.
+pub const MIN_GROWTH: u64 = 10_000;
+
+/// Rows written per table since its last statistics, shared by the clones of a pool.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Growth(Arc<Mutex<HashMap<&'static str, TableGrowth>>>);
+
+#[derive(Debug, Default)]
+struct TableGrowth {
+    /// Rows written since the last `ANALYZE` started.
+    since: u64,
+    /// Rows written up to the last `ANALYZE` (a stand-in for the table's size).
+    analyzed_at: u64,
+    running: bool,
+}
+
+impl Growth {
+    /// Counts `rows` written to `table`; true when the caller should analyze it now (it is
+    /// then marked running until [`Growth::finished`]).
+    pub(super) fn note(&self, table: &'static str, rows: u64) -> bool {
+        let mut tables = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let growth = tables.entry(table).or_default();
+        growth.since += rows;
+        let due = growth.since >= MIN_GROWTH.max(growth.analyzed_at / 2);
+        if due && !growth.running {
+            growth.running = true;
+            growth.analyzed_at += growth.since;
+            growth.since = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(super) fn finished(&self, table: &'static str) {
+        let mut tables = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(growth) = tables.get_mut(table) {
+            growth.running = false;
+        }
+    }
+}
+
+/// Runs `ANALYZE` on `table` with a pooled connection, off the caller's path.
+pub(super) fn spawn_analyze(pg: super::Pg, growth: Growth, table: &'static str) {
+    // Table names come from the apply code, never from input; refuse anything else anyway.
+    if !table.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        growth.finished(table);
+        return;
+    }
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = async {
+            let client = pg.get().await?;
+            client.batch_execute(&format!("ANALYZE {table}")).await?;
+            Ok::<_, super::StoreError>(())
+        }
+        .await;
+        growth.finished(table);
+        match result {
+            Ok(()) => {
+                metrics::counter!(STORE_ANALYZE_RUNS_TOTAL, LABEL_TABLE => table).increment(1);
+                tracing::debug!(
+                    table,
+                    ms = started.elapsed().as_millis() as u64,
+                    "statistics refreshed"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(table, %error, "ANALYZE failed; the planner keeps older statistics")
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analyzes_after_each_half_of_growth_and_never_twice_at_once() {
+        let growth = Growth::default();
+        assert!(!growth.note("casts", MIN_GROWTH - 1));
+        assert!(
+            growth.note("casts", 1),
+            "first statistics at MIN_GROWTH rows"
+        );
+        // Running: more growth does not start a second one.
+        assert!(!growth.note("casts", 5 * MIN_GROWTH));
+        growth.finished("casts");
+        // 5 × MIN_GROWTH written meanwhile, more than half of MIN_GROWTH: due at the next note.
+        assert!(growth.note("casts", 0));
+        growth.finished("casts");
+        // Now at 6 × MIN_GROWTH: the next run after 3 × MIN_GROWTH more.
+        assert!(!growth.note("casts", 3 * MIN_GROWTH - 1));
+        assert!(growth.note("casts", 1));
+        // Tables are counted apart.
+        assert!(!growth.note("links", MIN_GROWTH - 1));
+    }
+}
