@@ -31,6 +31,9 @@ pub const LABEL_CODE: &str = "code";
 pub const HUB_EVENTS_RECEIVED_TOTAL: &str = "waypoint_hub_events_received_total";
 /// Gauge {shard}: the cursor, the id of the last hub event durable in Redis.
 pub const HUB_CURSOR_EVENT_ID: &str = "waypoint_hub_cursor_event_id";
+/// Counter {shard, reason}: subscriptions dropped and made again (`idle` when the watchdog
+/// found the stream silent; `ended`, `failed`, `subscribe_failed`, `invalid_event`).
+pub const HUB_SUBSCRIBE_RECONNECTS_TOTAL: &str = "waypoint_hub_subscribe_reconnects_total";
 /// Counter {shard}: blocks confirmed (BLOCK_CONFIRMED events).
 pub const HUB_BLOCKS_CONFIRMED_TOTAL: &str = "waypoint_hub_blocks_confirmed_total";
 /// Gauge {shard}: number of the latest confirmed block.
@@ -204,6 +207,11 @@ pub fn describe() {
         "Rows inserted or updated in PostgreSQL, per table"
     );
     describe_counter!(
+        HUB_SUBSCRIBE_RECONNECTS_TOTAL,
+        Unit::Count,
+        "Subscriptions made again, per shard and reason (idle: the watchdog found the stream silent)"
+    );
+    describe_counter!(
         STORE_ANALYZE_RUNS_TOTAL,
         Unit::Count,
         "Planner statistics refreshed after a table grew, per table"
@@ -273,6 +281,7 @@ mod tests {
             HUB_CURSOR_EVENT_ID,
             HUB_BLOCKS_CONFIRMED_TOTAL,
             HUB_BLOCK_NUMBER,
+            HUB_SUBSCRIBE_RECONNECTS_TOTAL,
             HUB_GAPS_FOUND_TOTAL,
             HUB_GAPS_REPAIRED_TOTAL,
             HUB_BACKFILL_NEEDED,

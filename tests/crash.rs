@@ -1,6 +1,6 @@
 //! Crash safety of the real binary: `waypoint start` killed with SIGKILL at random moments and
-//! started again, Redis killed and restarted under it, and the hub cutting its streams — after
-//! each run of faults, the database must equal the hub's state exactly.
+//! started again, Redis killed and restarted under it, the hub restarted or cutting its
+//! streams — after each run of faults, the database must equal the hub's state exactly.
 //!
 //! The moments are random; the seed is printed, and `WAYPOINT_TEST_CRASH_SEED=<seed>` replays
 //! a run.
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::harness::{self, devhub, free_port, small_hub, wait_converged};
+use common::harness::{self, devhub, devhub_again, free_port, small_hub, wait_converged};
 use common::{TestDb, TestRedis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -114,6 +114,39 @@ async fn killed_at_random_moments_and_restarted_the_database_still_matches_the_h
 
     let mut waypoint = spawn_waypoint(&env, &log);
     hub.append_live(25);
+    let pg = harness::pool(&db).await;
+    wait_converged(&hub, &pg, CONVERGE).await;
+    assert_running(&mut waypoint, &log);
+    let status = sigterm(&mut waypoint, Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "a drain after SIGTERM exits 0");
+
+    pg.close();
+    hub.shutdown().await;
+    db.cleanup().await;
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_restarted_mid_stream_is_picked_up_again() {
+    let mut rng = rng("hub restart");
+    let mut options = small_hub(73);
+    options.num_fids = 80;
+    let mut hub = devhub(options.clone()).await;
+    let addr = hub.addr();
+    let (db, redis) = (TestDb::new().await, TestRedis::new());
+    let env = harness::env(&db, &redis, &hub.url(), &[]);
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("waypoint.log");
+    let mut waypoint = spawn_waypoint(&env, &log);
+
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
+        hub.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
+        // The same node comes back: same history, same event ids.
+        hub = devhub_again(options.clone(), addr).await;
+    }
+
     let pg = harness::pool(&db).await;
     wait_converged(&hub, &pg, CONVERGE).await;
     assert_running(&mut waypoint, &log);

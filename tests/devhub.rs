@@ -1741,6 +1741,7 @@ async fn run_serves_and_writes_the_dump_on_start_and_exit() {
         cut_subscribe_after: None,
         cut_cleanly: false,
         drop_rate: 0.0,
+        stall_live: false,
         duplicate_rate: 0.0,
         bad_hash_rate: 0.0,
         bad_signature_rate: 0.0,

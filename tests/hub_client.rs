@@ -7,10 +7,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::harness::{devhub, small_hub};
+use common::harness::{devhub, devhub_again, small_hub};
 use futures::StreamExt;
 use tonic::Code;
-use waypoint::hub::devhub::{DevHub, DevHubHandle, DevHubOptions, Faults};
+use waypoint::hub::devhub::{DevHubHandle, Faults};
 use waypoint::hub::verify::{message_data, verify};
 use waypoint::hub::{Client, ClientOptions, FidMessages, HubError, RetryPolicy, decode_event};
 use waypoint_proto::{
@@ -563,7 +563,7 @@ async fn a_restarted_hub_is_picked_up_by_the_same_client() {
     let patient = Client::new(client_options).unwrap();
     let waiting = tokio::spawn(async move { patient.info().await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let hub = restart(options, addr).await;
+    let hub = devhub_again(options, addr).await;
     let after = waiting.await.unwrap().unwrap();
     assert_eq!(after.num_shards, before.num_shards);
     // And the first client, untouched, reconnects on its next call.
@@ -579,26 +579,6 @@ fn options_for_restart(uri: &str) -> ClientOptions {
         max_attempts: 2,
     };
     options
-}
-
-async fn restart(options: DevHubOptions, addr: std::net::SocketAddr) -> DevHubHandle {
-    let started = Instant::now();
-    loop {
-        let build = options.clone();
-        let hub = tokio::task::spawn_blocking(move || DevHub::build(build))
-            .await
-            .unwrap()
-            .unwrap();
-        // The old listener's port may take a moment to come free.
-        match hub.serve(addr).await {
-            Ok(handle) => return handle,
-            Err(error) if started.elapsed() < Duration::from_secs(5) => {
-                eprintln!("port not free yet: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("cannot serve on {addr} again: {error}"),
-        }
-    }
 }
 
 #[tokio::test]

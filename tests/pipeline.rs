@@ -106,6 +106,49 @@ async fn gaps_from_silently_dropped_events_are_repaired() {
 }
 
 #[tokio::test]
+async fn a_silent_stream_is_reconnected_and_what_it_missed_arrives() {
+    let hub = devhub(small_hub(33)).await;
+    let (db, redis) = (TestDb::new().await, TestRedis::new());
+    let env = harness::env(
+        &db,
+        &redis,
+        &hub.url(),
+        &[("WAYPOINT_HUB__SUBSCRIBE_IDLE_TIMEOUT_SECONDS", "2".into())],
+    );
+    let service = Service::start(Role::Both, harness::config(&env), None)
+        .await
+        .unwrap();
+    let pg = harness::pool(&db).await;
+    wait_converged(&hub, &pg, CONVERGE).await;
+
+    // The open streams go silent and pass over new blocks, BLOCK_CONFIRMED included, so no
+    // count reveals a gap; and nothing is committed afterwards. Only the watchdog's new
+    // subscription (from cursor + 1) can bring these messages.
+    hub.set_faults(Faults {
+        stall_live: true,
+        ..Faults::default()
+    });
+    hub.append_live(30);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub.set_faults(Faults::default());
+    wait_converged(&hub, &pg, CONVERGE).await;
+    let rendered = service.runtime().metrics().render();
+    assert!(
+        rendered.lines().any(
+            |line| line.starts_with("waypoint_hub_subscribe_reconnects_total")
+                && line.contains("reason=\"idle\"")
+                && !line.ends_with(" 0")
+        ),
+        "the watchdog reconnected:\n{rendered}"
+    );
+    service.shutdown().await.unwrap();
+    pg.close();
+    hub.shutdown().await;
+    db.cleanup().await;
+    redis.cleanup().await;
+}
+
+#[tokio::test]
 async fn poison_messages_end_in_the_dead_letter_stream_without_blocking() {
     let hub = devhub(small_hub(41)).await;
     let (db, redis_test) = (TestDb::new().await, TestRedis::new());
@@ -320,12 +363,24 @@ async fn a_consumer_that_panics_on_a_batch_is_restarted_and_the_batch_applied() 
         hub.append_live(40);
     }
     wait_converged(&hub, &pg, CONVERGE).await;
-    let node = service
-        .tree()
-        .snapshot()
-        .find("root/persist/consumer:casts:0")
-        .cloned()
-        .expect("casts consumer");
+    // The rows are committed before the panic, so convergence can be seen before the
+    // supervisor has restarted the consumer (after its backoff): wait for the restart.
+    let node = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let node = service
+                .tree()
+                .snapshot()
+                .find("root/persist/consumer:casts:0")
+                .cloned()
+                .expect("casts consumer");
+            if node.restarts > 0 {
+                return node;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the panicking consumer is restarted");
     assert_eq!(node.restarts, 1);
     assert!(
         node.last_failure

@@ -263,7 +263,12 @@ async fn start_with_only_database_and_redis_serves_health_and_drains_on_sigterm(
     let (db, redis) = (TestDb::new().await, TestRedis::new());
     // Nothing listens at the hub's address.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let env = harness::env(&db, &redis, &nowhere, &[]);
+    let env = harness::env(
+        &db,
+        &redis,
+        &nowhere,
+        &[("WAYPOINT_LOGGING__FORMAT", "json".into())],
+    );
     let port = port_of(&env);
     let mut waypoint = Waypoint::start(&["start"], &env);
 
@@ -316,6 +321,17 @@ async fn start_with_only_database_and_redis_serves_health_and_drains_on_sigterm(
         http("GET", port, "/health", None).await.is_none(),
         "port closed"
     );
+    // WAYPOINT_LOGGING__FORMAT=json: one JSON object per line.
+    let log = waypoint.log();
+    assert!(log.lines().count() > 3, "{log}");
+    for line in log.lines() {
+        let record: Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(
+            record["level"].is_string() && record["timestamp"].is_string(),
+            "{line}"
+        );
+    }
     db.cleanup().await;
     redis.cleanup().await;
 }

@@ -29,8 +29,9 @@ use crate::config::StartFrom;
 use crate::hub::{self, ids};
 use crate::metrics::{
     HUB_BLOCK_NUMBER, HUB_BLOCKS_CONFIRMED_TOTAL, HUB_CURSOR_EVENT_ID, HUB_EVENTS_RECEIVED_TOTAL,
-    HUB_GAPS_FOUND_TOTAL, HUB_VERIFICATION_FAILURES_TOTAL, LABEL_REASON, LABEL_SHARD, LABEL_STREAM,
-    SPAM_DROPPED_MESSAGES_TOTAL, STREAM_DEAD_LETTERED_ENTRIES_TOTAL,
+    HUB_GAPS_FOUND_TOTAL, HUB_SUBSCRIBE_RECONNECTS_TOTAL, HUB_VERIFICATION_FAILURES_TOTAL,
+    LABEL_REASON, LABEL_SHARD, LABEL_STREAM, SPAM_DROPPED_MESSAGES_TOTAL,
+    STREAM_DEAD_LETTERED_ENTRIES_TOTAL,
 };
 use crate::runtime::Runtime;
 use crate::streams::{NewEntry, StreamType, UNKNOWN_BUCKET};
@@ -169,12 +170,26 @@ impl Subscriber {
                 state.stream = Some(stream);
                 let _ = ctx.send_self(Msg::Pull);
             }
-            Err(error) => self.reconnect_later(ctx, state, &format!("subscribe failed: {error}")),
+            Err(error) => self.reconnect_later(
+                ctx,
+                state,
+                "subscribe_failed",
+                &format!("subscribe failed: {error}"),
+            ),
         }
         Ok(())
     }
 
-    fn reconnect_later(&self, ctx: &Context<Msg>, state: &mut State, why: &str) {
+    /// Drops the subscription and subscribes again after the backoff delay; `reason` is the
+    /// metric label, `why` the detail for logs and `/ready`.
+    fn reconnect_later(
+        &self,
+        ctx: &Context<Msg>,
+        state: &mut State,
+        reason: &'static str,
+        why: &str,
+    ) {
+        self.count_reconnect(reason);
         self.runtime.record_hub(Err(why.to_owned()));
         tracing::warn!(
             shard = self.shard,
@@ -185,6 +200,11 @@ impl Subscriber {
         state.stream = None;
         ctx.send_self_after(state.reconnect_delay, Msg::Connect);
         state.reconnect_delay = (state.reconnect_delay * 2).min(RECONNECT_MAX);
+    }
+
+    fn count_reconnect(&self, reason: &'static str) {
+        metrics::counter!(HUB_SUBSCRIBE_RECONNECTS_TOTAL, LABEL_SHARD => self.shard.to_string(), LABEL_REASON => reason)
+            .increment(1);
     }
 
     async fn on_pull(&self, ctx: &Context<Msg>, state: &mut State) -> Result<(), ActorError> {
@@ -203,16 +223,22 @@ impl Subscriber {
                     idle_s = idle.as_secs(),
                     "subscription silent, reconnecting"
                 );
+                self.count_reconnect("idle");
                 state.stream = None;
                 let _ = ctx.send_self(Msg::Connect);
                 return Ok(());
             }
             Ok(None) => {
-                self.reconnect_later(ctx, state, "subscription ended by the hub");
+                self.reconnect_later(ctx, state, "ended", "subscription ended by the hub");
                 return Ok(());
             }
             Ok(Some(Err(error))) => {
-                self.reconnect_later(ctx, state, &format!("subscription failed: {error}"));
+                self.reconnect_later(
+                    ctx,
+                    state,
+                    "failed",
+                    &format!("subscription failed: {error}"),
+                );
                 return Ok(());
             }
             Ok(Some(Ok(raw))) => raw,
@@ -237,7 +263,7 @@ impl Subscriber {
         self.runtime.record_hub(Ok(None));
         self.process(state, batch).await?;
         match ended {
-            Some(why) => self.reconnect_later(ctx, state, &why),
+            Some(why) => self.reconnect_later(ctx, state, "invalid_event", &why),
             None => {
                 let _ = ctx.send_self(Msg::Pull);
             }

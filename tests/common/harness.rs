@@ -23,6 +23,27 @@ pub async fn devhub(options: DevHubOptions) -> DevHubHandle {
         .expect("dev hub serves")
 }
 
+/// Builds the same dev hub again and serves it on `addr`, as a node restarted on its address
+/// would be (retrying while the old listener's port comes free).
+pub async fn devhub_again(options: DevHubOptions, addr: std::net::SocketAddr) -> DevHubHandle {
+    let started = Instant::now();
+    loop {
+        let build = options.clone();
+        let hub = tokio::task::spawn_blocking(move || DevHub::build(build))
+            .await
+            .expect("build task")
+            .expect("dev hub builds");
+        match hub.serve(addr).await {
+            Ok(handle) => return handle,
+            Err(error) if started.elapsed() < Duration::from_secs(5) => {
+                eprintln!("port not free yet: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("cannot serve on {addr} again: {error}"),
+        }
+    }
+}
+
 /// A small dataset: quick to build and to stream.
 pub fn small_hub(seed: u64) -> DevHubOptions {
     DevHubOptions {

@@ -24,6 +24,10 @@ pub struct Faults {
     /// Fraction of live events each subscriber silently misses (the stream stays open;
     /// BLOCK_CONFIRMED is never dropped, so its counts reveal the gap).
     pub drop_rate: f64,
+    /// Live events, BLOCK_CONFIRMED included, are not sent: each stream stays open and silent,
+    /// like a node that stopped committing blocks or a stuck proxy. What a subscriber misses
+    /// meanwhile only comes back by subscribing again.
+    pub stall_live: bool,
     /// Fraction of events (replayed or live) a subscriber receives twice in a row.
     pub duplicate_rate: f64,
     /// Fraction of live messages emitted with a hash that does not match `data_bytes`.

@@ -116,6 +116,9 @@ pub struct DevHubArgs {
     /// Fraction of live events each subscriber silently misses.
     #[arg(long, default_value_t = 0.0, help_heading = "Fault injection")]
     pub drop_rate: f64,
+    /// Send no live events (blocks included) while keeping streams open.
+    #[arg(long, help_heading = "Fault injection")]
+    pub stall_live: bool,
     /// Fraction of events sent twice to a subscriber.
     #[arg(long, default_value_t = 0.0, help_heading = "Fault injection")]
     pub duplicate_rate: f64,
@@ -152,6 +155,7 @@ impl DevHubArgs {
             cut_subscribe_after: self.cut_subscribe_after,
             cut_cleanly: self.cut_cleanly,
             drop_rate: self.drop_rate,
+            stall_live: self.stall_live,
             duplicate_rate: self.duplicate_rate,
             bad_hash_rate: self.bad_hash_rate,
             bad_signature_rate: self.bad_signature_rate,

@@ -990,6 +990,9 @@ impl Subscription {
         }
         let faults: Faults = self.shared.faults();
         let is_block = entry.event_type == HubEventType::BlockConfirmed as i32;
+        if live && faults.stall_live {
+            return Flow::Continue;
+        }
         if live && !is_block && faults.drop_rate > 0.0 && self.rng.random_bool(faults.drop_rate) {
             return Flow::Continue;
         }
