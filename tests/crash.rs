@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::harness::{self, devhub, devhub_again, free_port, small_hub, wait_converged};
+use common::process::Waypoint;
 use common::{TestDb, TestRedis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,57 +27,6 @@ fn rng(test: &str) -> StdRng {
         .unwrap_or_else(rand::random::<u64>);
     eprintln!("{test}: WAYPOINT_TEST_CRASH_SEED={seed}");
     StdRng::seed_from_u64(seed)
-}
-
-/// `waypoint start` with exactly `env`, its output appended to `log`.
-fn spawn_waypoint(env: &[(String, String)], log: &Path) -> Child {
-    let output = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_waypoint"))
-        .arg("start")
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().expect("log file"))
-        .stderr(output)
-        .spawn()
-        .expect("start waypoint")
-}
-
-fn sigkill(child: &mut Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
-}
-
-/// SIGTERM, then the exit status of the drain.
-async fn sigterm(child: &mut Child, within: Duration) -> ExitStatus {
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: sends a signal to our own child, which has not been reaped yet.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            started.elapsed() < within,
-            "waypoint did not exit within {within:?} of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn assert_running(child: &mut Child, log: &Path) {
-    if let Some(status) = child.try_wait().expect("wait") {
-        panic!(
-            "waypoint exited ({status}); its log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +46,7 @@ async fn killed_at_random_moments_and_restarted_the_database_still_matches_the_h
     let log = logs.path().join("waypoint.log");
 
     for _ in 0..6 {
-        let mut waypoint = spawn_waypoint(&env, &log);
+        let mut waypoint = Waypoint::start(&["start"], &env, &log);
         // Kill it anywhere: during migrations, start-up, replay, live blocks, or a drain-free
         // moment between them.
         let life = Duration::from_millis(rng.random_range(100..3000));
@@ -108,16 +57,16 @@ async fn killed_at_random_moments_and_restarted_the_database_still_matches_the_h
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_running(&mut waypoint, &log);
-        sigkill(&mut waypoint);
+        waypoint.assert_running();
+        waypoint.kill();
     }
 
-    let mut waypoint = spawn_waypoint(&env, &log);
+    let mut waypoint = Waypoint::start(&["start"], &env, &log);
     hub.append_live(25);
     let pg = harness::pool(&db).await;
     wait_converged(&hub, &pg, CONVERGE).await;
-    assert_running(&mut waypoint, &log);
-    let status = sigterm(&mut waypoint, Duration::from_secs(30)).await;
+    waypoint.assert_running();
+    let status = waypoint.terminate(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "a drain after SIGTERM exits 0");
 
     pg.close();
@@ -137,7 +86,7 @@ async fn a_hub_restarted_mid_stream_is_picked_up_again() {
     let env = harness::env(&db, &redis, &hub.url(), &[]);
     let logs = tempfile::tempdir().expect("temp dir");
     let log = logs.path().join("waypoint.log");
-    let mut waypoint = spawn_waypoint(&env, &log);
+    let mut waypoint = Waypoint::start(&["start"], &env, &log);
 
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
@@ -149,8 +98,8 @@ async fn a_hub_restarted_mid_stream_is_picked_up_again() {
 
     let pg = harness::pool(&db).await;
     wait_converged(&hub, &pg, CONVERGE).await;
-    assert_running(&mut waypoint, &log);
-    let status = sigterm(&mut waypoint, Duration::from_secs(30)).await;
+    waypoint.assert_running();
+    let status = waypoint.terminate(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "a drain after SIGTERM exits 0");
 
     pg.close();
@@ -213,7 +162,8 @@ impl PrivateRedis {
 
     fn kill(&mut self) {
         if let Some(mut server) = self.server.take() {
-            sigkill(&mut server);
+            let _ = server.kill();
+            let _ = server.wait();
         }
     }
 }
@@ -243,7 +193,7 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing() {
     );
     let logs = tempfile::tempdir().expect("temp dir");
     let log = logs.path().join("waypoint.log");
-    let mut waypoint = spawn_waypoint(&env, &log);
+    let mut waypoint = Waypoint::start(&["start"], &env, &log);
 
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..2000))).await;
@@ -257,11 +207,11 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing() {
 
     let pg = harness::pool(&db).await;
     wait_converged(&hub, &pg, CONVERGE).await;
-    assert_running(&mut waypoint, &log);
-    let status = sigterm(&mut waypoint, Duration::from_secs(30)).await;
+    waypoint.assert_running();
+    let status = waypoint.terminate(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(0), "a drain after SIGTERM exits 0");
     // The outages really happened under the running service.
-    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let output = waypoint.log();
     assert!(output.contains("Connection refused"), "{output}");
 
     pg.close();

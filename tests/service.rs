@@ -6,92 +6,15 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::harness::{self, devhub, free_port, small_hub};
+use common::process::Waypoint;
 use common::{TestDb, TestRedis};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waypoint::streams::{Redis, StreamType};
-
-/// A running `waypoint` process with its log file.
-struct Waypoint {
-    child: Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Waypoint {
-    fn start(args: &[&str], env: &[(String, String)]) -> Waypoint {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("waypoint.log");
-        let output = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_waypoint"))
-            .args(args)
-            .env_clear()
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("log file"))
-            .stderr(output)
-            .spawn()
-            .expect("start waypoint");
-        Waypoint {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: signals our own child, which has not been reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < within,
-                "no exit within {within:?}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until the log contains `text`.
-    async fn wait_log(&mut self, text: &str) {
-        let started = Instant::now();
-        while !self.log().contains(text) {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                panic!("exited ({status}) before logging {text:?}:\n{}", self.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no {text:?} in the log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Waypoint {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One HTTP/1.1 request; `None` when nothing listens on the port.
 async fn http(method: &str, port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
@@ -270,7 +193,8 @@ async fn start_with_only_database_and_redis_serves_health_and_drains_on_sigterm(
         &[("WAYPOINT_LOGGING__FORMAT", "json".into())],
     );
     let port = port_of(&env);
-    let mut waypoint = Waypoint::start(&["start"], &env);
+    let logs = tempfile::tempdir().unwrap();
+    let mut waypoint = Waypoint::start(&["start"], &env, &logs.path().join("waypoint.log"));
 
     let body = wait_for(port, "/health", 200).await;
     assert_eq!(
@@ -347,7 +271,8 @@ async fn ready_with_a_hub_and_admin_endpoints_need_the_token() {
         &[("WAYPOINT_HEALTH__ADMIN_TOKEN", "s3cret".into())],
     );
     let port = port_of(&env);
-    let mut waypoint = Waypoint::start(&["start", "both"], &env);
+    let logs = tempfile::tempdir().unwrap();
+    let mut waypoint = Waypoint::start(&["start", "both"], &env, &logs.path().join("waypoint.log"));
 
     let body = wait_for(port, "/ready", 200).await;
     let ready: Value = serde_json::from_str(&body).unwrap();
@@ -450,7 +375,11 @@ async fn sighup_applies_a_changed_file_and_keeps_running_on_a_bad_one() {
     let (first, second) = (free_port(), free_port());
     write_config(&file, first, "");
     let path = file.display().to_string();
-    let mut waypoint = Waypoint::start(&["start", "consumer", "--config", &path], &env);
+    let mut waypoint = Waypoint::start(
+        &["start", "consumer", "--config", &path],
+        &env,
+        &dir.path().join("waypoint.log"),
+    );
     wait_for(first, "/health", 200).await;
 
     // A new port: the API subtree restarts on it.

@@ -238,3 +238,4 @@ async fn delete_prefix(url: String, prefix: String) {
     }
 }
 pub mod harness;
+pub mod process;
