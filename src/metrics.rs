@@ -67,6 +67,7 @@ pub const STREAM_DEAD_LETTERED_ENTRIES_TOTAL: &str = "waypoint_stream_dead_lette
 pub const STREAM_APPLY_LAG_SECONDS: &str = "waypoint_stream_apply_lag_seconds";
 /// Counter {table}: rows inserted or updated.
 pub const STORE_ROWS_WRITTEN_TOTAL: &str = "waypoint_store_rows_written_total";
+/// Counter {table}: `ANALYZE` runs after the table grew (see `store::analyze`).
 pub const STORE_ANALYZE_RUNS_TOTAL: &str = "waypoint_store_analyze_runs_total";
 /// Histogram {stream}: time to apply one batch to PostgreSQL.
 pub const STORE_APPLY_BATCH_DURATION_SECONDS: &str = "waypoint_store_apply_batch_duration_seconds";

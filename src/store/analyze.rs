@@ -103,7 +103,8 @@ mod tests {
         // Running: more growth does not start a second one.
         assert!(!growth.note("casts", 5 * MIN_GROWTH));
         growth.finished("casts");
-        // 5 × MIN_GROWTH written meanwhile, more than half of MIN_GROWTH: due at the next note.
+        // 5 × MIN_GROWTH written meanwhile, more than the MIN_GROWTH a table of MIN_GROWTH rows
+        // needs: due at the next note.
         assert!(growth.note("casts", 0));
         growth.finished("casts");
         // Now at 6 × MIN_GROWTH: the next run after 3 × MIN_GROWTH more.
