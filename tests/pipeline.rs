@@ -472,6 +472,26 @@ async fn fids_labelled_spam_are_dropped() {
         ),
     )
     .unwrap();
+    // A second list over HTTP, as the public label lists are published.
+    let url_spam_fid = 9u64;
+    let served = format!(
+        "{{\"provider\":1,\"type\":{{\"target\":\"fid\",\"fid\":{url_spam_fid}}},\"label_type\":\"spam\",\"label_value\":0,\"timestamp\":1}}\n"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/labels.jsonl", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/jsonl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{served}",
+                served.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
     let (db, redis) = (TestDb::new().await, TestRedis::new());
     let env = harness::env(
         &db,
@@ -479,7 +499,7 @@ async fn fids_labelled_spam_are_dropped() {
         &hub.url(),
         &[(
             "WAYPOINT_SPAM__SOURCES",
-            labels.path().display().to_string(),
+            format!("{},{url}", labels.path().display()),
         )],
     );
     let service = Service::start(Role::Both, harness::config(&env), None)
@@ -488,11 +508,12 @@ async fn fids_labelled_spam_are_dropped() {
     let pg = harness::pool(&db).await;
     // Everything except the spam fid's messages (its on-chain events and fname proofs stay).
     let mut expected = hub.dump_state();
-    expected.casts.retain(|row| row.fid != spam_fid);
-    expected.reactions.retain(|row| row.fid != spam_fid);
-    expected.links.retain(|row| row.fid != spam_fid);
-    expected.verifications.retain(|row| row.fid != spam_fid);
-    expected.user_data.retain(|row| row.fid != spam_fid);
+    let kept = |fid: u64| fid != spam_fid && fid != url_spam_fid;
+    expected.casts.retain(|row| kept(row.fid));
+    expected.reactions.retain(|row| kept(row.fid));
+    expected.links.retain(|row| kept(row.fid));
+    expected.verifications.retain(|row| kept(row.fid));
+    expected.user_data.retain(|row| kept(row.fid));
     let started = std::time::Instant::now();
     loop {
         let diff = expected.diff(&harness::replica(&pg).await, 5);
@@ -510,6 +531,7 @@ async fn fids_labelled_spam_are_dropped() {
         ),
         "spam drops are counted"
     );
+    server.abort();
     service.shutdown().await.unwrap();
     pg.close();
     hub.shutdown().await;
@@ -626,6 +648,62 @@ async fn acknowledged_entries_are_trimmed_from_the_streams() {
     .await
     .expect("the reclaimer trims what was acknowledged");
     service.shutdown().await.unwrap();
+    pg.close();
+    hub.shutdown().await;
+    db.cleanup().await;
+    redis_test.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_producer_per_shard_and_several_consumer_processes_share_the_work() {
+    let hub = devhub(small_hub(111)).await;
+    let (db, redis_test) = (TestDb::new().await, TestRedis::new());
+    let env = |extra: &[(&str, String)]| harness::env(&db, &redis_test, &hub.url(), extra);
+    let mut services = Vec::new();
+    for shard in ["1", "2"] {
+        let config = harness::config(&env(&[("WAYPOINT_HUB__SHARD_INDICES", shard.into())]));
+        services.push(Service::start(Role::Producer, config, None).await.unwrap());
+    }
+    for _ in 0..2 {
+        let config = harness::config(&env(&[("WAYPOINT_STREAM__CONSUMERS_PER_TYPE", "2".into())]));
+        services.push(Service::start(Role::Consumer, config, None).await.unwrap());
+    }
+    let pg = harness::pool(&db).await;
+    wait_converged(&hub, &pg, CONVERGE).await;
+    for _ in 0..3 {
+        hub.append_live(40);
+    }
+    wait_converged(&hub, &pg, CONVERGE).await;
+
+    // Two processes with two consumers each, under distinct names, in one group per stream;
+    // and nothing left unacknowledged.
+    let redis = Redis::connect(&redis_test.config()).await.unwrap();
+    let mut connection = redis.connection();
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(redis.stream_key(StreamType::Casts))
+        .arg("waypoint")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(consumers.len(), 4, "{consumers:?}");
+    tokio::time::timeout(CONVERGE, async {
+        while redis.pending(StreamType::Casts, "waypoint").await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every entry acknowledged");
+    // Each producer keeps its own shard's cursor.
+    for shard in [1, 2] {
+        assert!(
+            redis.load_cursor(shard).await.unwrap().is_some(),
+            "cursor of shard {shard}"
+        );
+    }
+    for service in services {
+        service.shutdown().await.unwrap();
+    }
     pg.close();
     hub.shutdown().await;
     db.cleanup().await;

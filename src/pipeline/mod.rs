@@ -3,7 +3,7 @@
 //! ```text
 //! persist (one_for_one)        consumer:<type>:<n> ..., reclaimer
 //! produce (rest_for_one)       publisher:<type> ..., ingest
-//!   ingest (one_for_one)       repair, subscriber:<shard> ..., spam
+//!   ingest (one_for_one)       spam, repair, subscriber:<shard> ...
 //! ```
 //! Publishers start before everything that hands them events: under `rest_for_one`, a
 //! publisher that crashes (losing events not yet in Redis) restarts the whole `ingest`
@@ -100,6 +100,14 @@ pub fn produce_spec(runtime: &Runtime, shards: &[u32]) -> SupervisorSpec {
 
     let repair_mailbox = Mailbox::new(REPAIR_MAILBOX);
     let mut ingest = Vec::new();
+    // First: its start loads the spam lists, before any subscriber reads an event.
+    let spam_runtime = runtime.clone();
+    ingest.push(ChildSpec::worker("spam", Mailbox::new(4), move || {
+        let refresher = spam::SpamRefresher {
+            runtime: spam_runtime.clone(),
+        };
+        (refresher, ())
+    }));
     {
         let (runtime, publishers) = (runtime.clone(), Arc::clone(&publishers));
         ingest.push(ChildSpec::worker(
@@ -135,13 +143,6 @@ pub fn produce_spec(runtime: &Runtime, shards: &[u32]) -> SupervisorSpec {
             },
         ));
     }
-    let spam_runtime = runtime.clone();
-    ingest.push(ChildSpec::worker("spam", Mailbox::new(4), move || {
-        let refresher = spam::SpamRefresher {
-            runtime: spam_runtime.clone(),
-        };
-        (refresher, ())
-    }));
     children.push(ChildSpec::supervisor(
         "ingest",
         supervisor_spec(runtime, Strategy::OneForOne, ingest),

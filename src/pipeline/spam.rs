@@ -19,6 +19,8 @@ use crate::runtime::Runtime;
 
 /// Longest a label list download may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// After a failed load, the next try comes this soon (or at the refresh interval if sooner).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 /// Errors of loading label lists.
 #[derive(Debug, thiserror::Error)]
@@ -178,8 +180,12 @@ impl Actor for SpamRefresher {
     type State = ();
     type Args = ();
 
+    /// Loads the lists before the subscribers start (this worker starts first in its
+    /// subtree), so no message of a labelled fid slips through at start-up. A source that
+    /// cannot be read does not hold the start: the filter starts with what it has (nothing,
+    /// on a first start) and the load is retried sooner.
     async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<(), ActorError> {
-        let _ = ctx.send_self(Msg::Refresh);
+        self.refresh_and_schedule(ctx).await;
         Ok(())
     }
 
@@ -190,32 +196,45 @@ impl Actor for SpamRefresher {
         _state: &mut (),
     ) -> Result<(), ActorError> {
         match msg {
-            Msg::Refresh => {
-                let config = self.runtime.config();
-                if !config.spam.sources.is_empty() {
-                    refresh(&self.runtime).await;
-                    ctx.send_self_after(
-                        Duration::from_secs(config.spam.refresh_interval_seconds),
-                        Msg::Refresh,
-                    );
-                }
-                Ok(())
-            }
+            Msg::Refresh => self.refresh_and_schedule(ctx).await,
         }
+        Ok(())
     }
 }
 
-/// Reloads the configured sources now (start, timer, SIGHUP), logging the outcome.
-pub async fn refresh(runtime: &Runtime) {
+impl SpamRefresher {
+    async fn refresh_and_schedule(&self, ctx: &Context<Msg>) {
+        let config = self.runtime.config();
+        if config.spam.sources.is_empty() {
+            return;
+        }
+        let interval = Duration::from_secs(config.spam.refresh_interval_seconds);
+        let next = if refresh(&self.runtime).await {
+            interval
+        } else {
+            interval.min(RETRY_AFTER_FAILURE)
+        };
+        ctx.send_self_after(next, Msg::Refresh);
+    }
+}
+
+/// Reloads the configured sources now (start, timer, SIGHUP), logging the outcome; false when
+/// a source could not be read (the list in use is kept).
+pub async fn refresh(runtime: &Runtime) -> bool {
     let sources = runtime.config().spam.sources.clone();
     match runtime.spam().reload(&sources).await {
         Ok(count) if sources.is_empty() => {
             debug_assert_eq!(count, 0);
             tracing::info!("spam filter off: no spam.sources configured");
+            true
         }
-        Ok(count) => tracing::info!(fids = count, sources = sources.len(), "spam labels loaded"),
+        Ok(count) => {
+            tracing::info!(fids = count, sources = sources.len(), "spam labels loaded");
+            true
+        }
         Err(error) => {
-            tracing::warn!(%error, kept = runtime.spam().len(), "spam labels not refreshed")
+            tracing::warn!(%error, kept = runtime.spam().len(), "spam labels not refreshed");
+            false
         }
     }
 }
@@ -267,5 +286,29 @@ not json
 
         assert_eq!(filter.reload(&[]).await.unwrap(), 0);
         assert!(!filter.is_spam(7), "no sources: filter off");
+    }
+
+    #[tokio::test]
+    async fn reload_fetches_http_sources() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"provider":1,"type":{"target":"fid","fid":9},"label_type":"spam","label_value":0,"timestamp":1}"#;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/labels.jsonl", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        let filter = SpamFilter::default();
+        assert_eq!(filter.reload(&[url]).await.unwrap(), 1);
+        assert!(filter.is_spam(9));
+        server.abort();
     }
 }
