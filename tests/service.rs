@@ -159,6 +159,35 @@ fn check_prometheus(text: &str) -> BTreeMap<String, Vec<(String, f64)>> {
     samples
 }
 
+/// `promtool check metrics` on the exposition, where promtool is installed (Debian's
+/// `prometheus` package); the check above stands in for it elsewhere.
+fn promtool_check(metrics: &str) {
+    use std::io::Write;
+    let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: exposition checked by check_prometheus only");
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write to promtool");
+    let output = promtool.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Splits `a="x",b="y,z"` at the commas outside quotes.
 fn split_labels(labels: &str) -> Vec<&str> {
     let mut parts = Vec::new();
@@ -209,11 +238,13 @@ async fn start_with_only_database_and_redis_serves_health_and_drains_on_sigterm(
     assert_eq!(ready["checks"]["database"]["ok"], true, "{ready}");
     assert_eq!(ready["checks"]["redis"]["ok"], true, "{ready}");
     assert_eq!(ready["checks"]["hub"]["ok"], false, "{ready}");
+    assert_eq!(ready["checks"]["producer"]["ok"], false, "{ready}");
     assert!(ready["checks"]["tree"]["ok"] == true, "{ready}");
 
     let (status, metrics) = http("GET", port, "/metrics", None).await.unwrap();
     assert_eq!(status, 200);
     let samples = check_prometheus(&metrics);
+    promtool_check(&metrics);
     for name in [
         "waypoint_actor_mailbox_depth",
         "waypoint_actor_mailbox_capacity",
@@ -278,6 +309,7 @@ async fn ready_with_a_hub_and_admin_endpoints_need_the_token() {
     let ready: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["checks"]["hub"]["ok"], true, "{ready}");
+    assert_eq!(ready["checks"]["producer"]["shards"], 2, "{ready}");
     assert!(ready["shards"]["1"].is_object(), "{ready}");
     assert!(ready["shards"]["2"].is_object(), "{ready}");
 

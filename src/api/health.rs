@@ -205,6 +205,18 @@ pub async fn readiness(runtime: &Runtime) -> (Value, bool) {
                 .collect();
             let running = tree.is_running();
             ready &= running;
+            // A producing process is ready once its subscribers run (the produce subtree is
+            // added after the hub's shards are known).
+            if runtime.produces() {
+                let producing = snapshot
+                    .find(crate::service::PRODUCE)
+                    .is_some_and(|node| node.status == NodeStatus::Running);
+                ready &= producing;
+                checks.insert(
+                    "producer".into(),
+                    json!({"ok": producing, "shards": runtime.shards().len()}),
+                );
+            }
             json!({"ok": running, "status": snapshot.status, "not_running": unhealthy})
         }
         None => {
