@@ -309,7 +309,6 @@ async fn reload(runtime: &Runtime) {
         }
         runtime.set_pg(pg);
     }
-    crate::pipeline::reload_spam(runtime).await;
 
     let mut subtrees: Vec<&str> = Vec::new();
     for section in &changed {
@@ -330,9 +329,15 @@ async fn reload(runtime: &Runtime) {
         }
     }
     let Some(tree) = runtime.tree() else {
+        crate::pipeline::reload_spam(runtime).await;
         return;
     };
     let present = tree.snapshot();
+    // A restarted `produce` loads the spam lists as its `spam` worker starts; otherwise
+    // SIGHUP reloads them here.
+    if !(subtrees.contains(&PRODUCE) && present.find(PRODUCE).is_some()) {
+        crate::pipeline::reload_spam(runtime).await;
+    }
     for subtree in subtrees {
         if present.find(subtree).is_none() {
             continue;

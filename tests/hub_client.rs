@@ -21,14 +21,8 @@ use waypoint_proto::{
     reactions_by_target_request,
 };
 
-const ALL_EVENT_TYPES: [HubEventType; 6] = [
-    HubEventType::MergeMessage,
-    HubEventType::PruneMessage,
-    HubEventType::RevokeMessage,
-    HubEventType::MergeUsernameProof,
-    HubEventType::MergeOnChainEvent,
-    HubEventType::BlockConfirmed,
-];
+/// What the subscriber asks for: every type Waypoint applies, plus BLOCK_CONFIRMED.
+const ALL_EVENT_TYPES: [HubEventType; 6] = waypoint::pipeline::route::SUBSCRIBED;
 
 fn options(uri: &str) -> ClientOptions {
     ClientOptions {
