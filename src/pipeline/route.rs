@@ -4,7 +4,7 @@
 use waypoint_proto::{HubEvent, HubEventType, Message, hub_event};
 
 use super::spam::SpamFilter;
-use crate::hub::verify;
+use crate::hub::verify::{self, VerifyError};
 use crate::streams::{StreamType, UNKNOWN_BUCKET};
 
 /// The event types a subscriber asks for. MERGE_FAILURE is never applied, so it is not
@@ -55,21 +55,80 @@ pub enum Skip {
 
 /// Routes a decoded event. `verify_messages` checks every message's hash and signature.
 pub fn route(event: &HubEvent, verify_messages: bool, spam: &SpamFilter) -> Route {
+    let verdict = if verify_messages {
+        signed_message(event).map(verify::verify)
+    } else {
+        None
+    };
+    route_checked(event, verdict, spam)
+}
+
+/// [`route`] for a batch of decoded events (decoding failures pass through untouched), with
+/// the signatures of all their messages checked together ([`verify::verify_all`], about a
+/// third of the cost of checking them one by one).
+pub fn route_all<E>(
+    events: Vec<Result<HubEvent, E>>,
+    verify_messages: bool,
+    spam: &SpamFilter,
+) -> Vec<Result<(HubEvent, Route), E>> {
+    let verdicts: Vec<Option<Result<(), VerifyError>>> = if verify_messages {
+        let signed: Vec<Option<&Message>> = events
+            .iter()
+            .map(|event| event.as_ref().ok().and_then(signed_message))
+            .collect();
+        let present: Vec<&Message> = signed.iter().flatten().copied().collect();
+        let mut checked = verify::verify_all(&present).into_iter();
+        signed
+            .iter()
+            .map(|message| {
+                // One verdict per message; a missing one fails closed.
+                message.map(|_| checked.next().unwrap_or(Err(VerifyError::BadSignature)))
+            })
+            .collect()
+    } else {
+        vec![None; events.len()]
+    };
+    events
+        .into_iter()
+        .zip(verdicts)
+        .map(|(event, verdict)| {
+            event.map(|event| {
+                let route = route_checked(&event, verdict, spam);
+                (event, route)
+            })
+        })
+        .collect()
+}
+
+/// The message an event carries a signature for, if any.
+fn signed_message(event: &HubEvent) -> Option<&Message> {
+    match &event.body {
+        Some(hub_event::Body::MergeMessageBody(body)) => body.message.as_ref(),
+        Some(hub_event::Body::PruneMessageBody(body)) => body.message.as_ref(),
+        Some(hub_event::Body::RevokeMessageBody(body)) => body.message.as_ref(),
+        Some(hub_event::Body::MergeUsernameProofBody(body)) => body.username_proof_message.as_ref(),
+        _ => None,
+    }
+}
+
+/// Routes an event whose message, if it has one, was verified already (`None`: not checked).
+fn route_checked(
+    event: &HubEvent,
+    verdict: Option<Result<(), VerifyError>>,
+    spam: &SpamFilter,
+) -> Route {
     match &event.body {
         Some(hub_event::Body::MergeMessageBody(body)) => {
-            message_route(body.message.as_ref(), verify_messages, spam)
+            message_route(body.message.as_ref(), verdict, spam)
         }
         Some(hub_event::Body::PruneMessageBody(body)) => {
-            message_route(body.message.as_ref(), verify_messages, spam)
+            message_route(body.message.as_ref(), verdict, spam)
         }
         Some(hub_event::Body::RevokeMessageBody(body)) => {
-            message_route(body.message.as_ref(), verify_messages, spam)
+            message_route(body.message.as_ref(), verdict, spam)
         }
-        Some(hub_event::Body::MergeUsernameProofBody(body)) => {
-            if verify_messages
-                && let Some(message) = body.username_proof_message.as_ref()
-                && let Err(error) = verify::verify(message)
-            {
+        Some(hub_event::Body::MergeUsernameProofBody(_)) => {
+            if let Some(Err(error)) = verdict {
                 return reject(StreamType::UsernameProofs, error);
             }
             Route::Publish(StreamType::UsernameProofs)
@@ -96,7 +155,11 @@ pub fn route(event: &HubEvent, verify_messages: bool, spam: &SpamFilter) -> Rout
     }
 }
 
-fn message_route(message: Option<&Message>, verify_messages: bool, spam: &SpamFilter) -> Route {
+fn message_route(
+    message: Option<&Message>,
+    verdict: Option<Result<(), VerifyError>>,
+    spam: &SpamFilter,
+) -> Route {
     let Some(message) = message else {
         return Route::Reject {
             bucket: UNKNOWN_BUCKET,
@@ -115,7 +178,7 @@ fn message_route(message: Option<&Message>, verify_messages: bool, spam: &SpamFi
         }
     };
     let kind = StreamType::for_message_type(data.r#type);
-    if verify_messages && let Err(error) = verify::verify(message) {
+    if let Some(Err(error)) = verdict {
         return reject(kind, error);
     }
     if spam.is_spam(data.fid) {
@@ -124,7 +187,7 @@ fn message_route(message: Option<&Message>, verify_messages: bool, spam: &SpamFi
     Route::Publish(kind)
 }
 
-fn reject(kind: StreamType, error: verify::VerifyError) -> Route {
+fn reject(kind: StreamType, error: VerifyError) -> Route {
     Route::Reject {
         bucket: kind.as_str(),
         label: error.as_str(),

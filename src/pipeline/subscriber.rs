@@ -23,7 +23,7 @@ use waypoint_proto::{BlockConfirmedBody, HubEvent, hub_event};
 
 use super::publisher;
 use super::repair;
-use super::route::{COUNTED, Route, SUBSCRIBED, Skip, route};
+use super::route::{COUNTED, Route, SUBSCRIBED, Skip, route_all};
 use super::tracker::{Ack, ShardTracker};
 use crate::config::StartFrom;
 use crate::hub::{self, ids};
@@ -276,15 +276,10 @@ impl Subscriber {
         let verify = self.runtime.config().hub.verify_messages;
         let spam = Arc::clone(self.runtime.spam());
         let routed = tokio::task::spawn_blocking(move || {
+            let events = batch.iter().map(|raw| hub::decode_event(raw)).collect();
             batch
                 .into_iter()
-                .map(|raw| {
-                    let decoded = hub::decode_event(&raw).map(|event| {
-                        let route = route(&event, verify, &spam);
-                        (event, route)
-                    });
-                    (raw, decoded)
-                })
+                .zip(route_all(events, verify, &spam))
                 .collect::<Vec<_>>()
         })
         .await?;
