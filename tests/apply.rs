@@ -555,8 +555,25 @@ async fn replies_point_at_the_root_of_their_thread_in_any_order() {
     db.apply(&[merge(&c)]).await;
     db.apply(&[merge(&b)]).await;
     db.apply(&[merge(&a), merge(&root)]).await;
+    // A thread of four arriving in one batch, leaves first, under a parent already stored.
+    let top = cast(5, 20, "top");
+    db.apply(&[merge(&top)]).await;
+    let x = reply(6, 21, &top);
+    let y = reply(7, 22, &x);
+    let z = reply(8, 23, &y);
+    let w = reply(9, 24, &z);
+    db.apply(&[merge(&w), merge(&z), merge(&y), merge(&x)])
+        .await;
     let client = db.pg.get().await.unwrap();
-    for message in [&a, &b, &c] {
+    for (message, root, root_fid) in [
+        (&a, &root, 1),
+        (&b, &root, 1),
+        (&c, &root, 1),
+        (&x, &top, 5),
+        (&y, &top, 5),
+        (&z, &top, 5),
+        (&w, &top, 5),
+    ] {
         let row = client
             .query_one(
                 "SELECT root_parent_hash, root_parent_fid FROM casts WHERE hash = $1",
@@ -570,7 +587,7 @@ async fn replies_point_at_the_root_of_their_thread_in_any_order() {
             "root of {}",
             hex(message)
         );
-        assert_eq!(row.get::<_, i64>(1), 1);
+        assert_eq!(row.get::<_, i64>(1), root_fid);
     }
     drop(client);
     db.cleanup().await;

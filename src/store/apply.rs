@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_postgres::types::ToSql;
 use waypoint_proto::{HubEvent, Message};
 
-use super::rows::{Batch, SetKind, SkipReason};
+use super::rows::{Batch, CastRow, SetKind, SkipReason};
 
 /// Passes of the reply-chain root fix-up per batch (one level each).
 const ROOT_FIXUP_PASSES: usize = 16;
@@ -201,6 +201,51 @@ fn lock_ids(batch: &Batch) -> Vec<i64> {
     sets.into_iter().map(|set| NAMESPACE | set).collect()
 }
 
+/// The casts of a batch grouped by reply depth within the batch: first those whose parent is
+/// not in the batch, then replies to those, and so on.
+fn reply_levels(casts: &[CastRow]) -> Vec<Vec<&CastRow>> {
+    let index: HashMap<&[u8], usize> = casts
+        .iter()
+        .enumerate()
+        .map(|(i, cast)| (cast.hash.as_slice(), i))
+        .collect();
+    let mut depth: Vec<Option<usize>> = vec![None; casts.len()];
+    for start in 0..casts.len() {
+        // Walk up to the first ancestor of known depth (or outside the batch), then assign
+        // depths on the way back down. Hashes rule out cycles; one would be cut, not followed.
+        let mut chain = Vec::new();
+        let mut current = start;
+        let base = loop {
+            if let Some(known) = depth[current] {
+                break known + 1;
+            }
+            chain.push(current);
+            let parent = casts[current]
+                .parent_hash
+                .as_deref()
+                .and_then(|parent| index.get(parent).copied());
+            match parent {
+                Some(parent) if !chain.contains(&parent) => {
+                    current = parent;
+                }
+                _ => break 0,
+            }
+        };
+        for (offset, &node) in chain.iter().rev().enumerate() {
+            depth[node] = Some(base + offset);
+        }
+    }
+    let mut levels: Vec<Vec<&CastRow>> = Vec::new();
+    for (cast, depth) in casts.iter().zip(depth) {
+        let depth = depth.unwrap_or(0);
+        if levels.len() <= depth {
+            levels.resize_with(depth + 1, Vec::new);
+        }
+        levels[depth].push(cast);
+    }
+    levels
+}
+
 struct Writer<'a, 'b> {
     tx: &'a deadpool_postgres::Transaction<'b>,
     written: &'a mut BTreeMap<&'static str, u64>,
@@ -321,7 +366,21 @@ impl Writer<'_, '_> {
         if batch.casts.is_empty() {
             return Ok(());
         }
-        let rows = &batch.casts;
+        // Parents go in before their replies, so a reply finds its parent's root already
+        // stored instead of being rewritten (with all its indexes) by the fix-up.
+        let mut inserted = Vec::new();
+        for level in reply_levels(&batch.casts) {
+            inserted.extend(self.insert_casts(&level).await?);
+        }
+        if inserted.is_empty() {
+            return Ok(());
+        }
+        self.fix_roots(&inserted).await
+    }
+
+    /// Inserts casts, taking each reply's root from its parent when the parent is stored.
+    /// Returns the hashes of the rows that were new.
+    async fn insert_casts(&mut self, rows: &[&CastRow]) -> Result<Vec<Vec<u8>>, ApplyError> {
         let hashes: Vec<&[u8]> = rows.iter().map(|c| c.hash.as_slice()).collect();
         let fids: Vec<i64> = rows.iter().map(|c| c.fid).collect();
         let timestamps: Vec<i64> = rows.iter().map(|c| c.timestamp).collect();
@@ -377,12 +436,8 @@ impl Writer<'_, '_> {
                 ],
             )
             .await?;
-        if inserted.is_empty() {
-            return Ok(());
-        }
         *self.written.entry("casts").or_default() += inserted.len() as u64;
-        let inserted: Vec<Vec<u8>> = inserted.iter().map(|row| row.get(0)).collect();
-        self.fix_roots(&inserted).await
+        Ok(inserted.iter().map(|row| row.get(0)).collect())
     }
 
     /// Points new casts (and replies already stored below them) at the top of their reply
@@ -396,7 +451,10 @@ impl Writer<'_, '_> {
                                 root_parent_hash = COALESCE(p.root_parent_hash, p.hash),
                                 root_parent_url = COALESCE(p.root_parent_url, p.parent_url)
              FROM casts p
-             WHERE c.hash = ANY($1) AND c.parent_hash = ANY($1) AND c.parent_hash = p.hash",
+             WHERE c.hash = ANY($1) AND c.parent_hash = ANY($1) AND c.parent_hash = p.hash
+               AND (c.root_parent_fid, c.root_parent_hash, c.root_parent_url)
+                   IS DISTINCT FROM (COALESCE(p.root_parent_fid, p.fid), COALESCE(p.root_parent_hash, p.hash),
+                                     COALESCE(p.root_parent_url, p.parent_url))",
             &[&inserted],
         )
         .await?;
@@ -789,4 +847,61 @@ fn touched_keys<'a>(
                 .map(|remove| (remove.fid, remove.crdt_key.clone())),
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn cast(hash: u8, parent: Option<u8>) -> CastRow {
+        CastRow {
+            hash: vec![hash],
+            fid: 1,
+            timestamp: 0,
+            text: String::new(),
+            cast_type: 0,
+            parent_fid: parent.map(|_| 1),
+            parent_hash: parent.map(|parent| vec![parent]),
+            parent_url: None,
+            embeds: Value::Null,
+            mentions: Value::Null,
+            mentions_positions: Value::Null,
+            signer: Vec::new(),
+        }
+    }
+
+    fn hashes(levels: &[Vec<&CastRow>]) -> Vec<Vec<u8>> {
+        levels
+            .iter()
+            .map(|level| level.iter().map(|cast| cast.hash[0]).collect())
+            .collect()
+    }
+
+    #[test]
+    fn replies_come_after_their_parents_in_the_batch() {
+        // 4 → 3 → 2 → 1 (1 outside the batch), listed leaves first; 5 replies to 9 (outside);
+        // 6 replies to 2; 7 is a top-level cast.
+        let batch = [
+            cast(4, Some(3)),
+            cast(3, Some(2)),
+            cast(6, Some(2)),
+            cast(2, Some(1)),
+            cast(5, Some(9)),
+            cast(7, None),
+        ];
+        assert_eq!(
+            hashes(&reply_levels(&batch)),
+            vec![vec![2, 5, 7], vec![3, 6], vec![4]]
+        );
+        assert!(reply_levels(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_cycle_is_cut_not_followed() {
+        let batch = [cast(1, Some(2)), cast(2, Some(1)), cast(3, Some(3))];
+        let levels = reply_levels(&batch);
+        assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), 3);
+    }
 }
