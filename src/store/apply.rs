@@ -636,23 +636,26 @@ impl Writer<'_, '_> {
         let set_kind = kind as i16;
         let sql = format!(
             "WITH k AS (SELECT DISTINCT fid, key FROM unnest($1::int8[], $2::bytea[]) AS k(fid, key)),
-             cand AS (
-                 SELECT r.fid, r.{key_column} AS key, r.\"timestamp\" AS ts, 0 AS is_remove, r.hash
-                 FROM {table} r JOIN k ON r.fid = k.fid AND r.{key_column} = k.key
-                 UNION ALL
-                 SELECT m.fid, m.crdt_key, m.\"timestamp\", 1, m.hash
-                 FROM crdt_removes m JOIN k ON m.set_kind = $3 AND m.fid = k.fid AND m.crdt_key = k.key
+             adds AS MATERIALIZED (
+                 SELECT r.* FROM {table} r JOIN k ON r.fid = k.fid AND r.{key_column} = k.key
              ),
              win AS (
                  SELECT DISTINCT ON (fid, key) fid, key, ts, is_remove, hash
-                 FROM cand ORDER BY fid, key, ts DESC, is_remove DESC, hash DESC
+                 FROM (
+                     SELECT a.fid, a.{key_column} AS key, a.\"timestamp\" AS ts, 0 AS is_remove, a.hash
+                     FROM adds a
+                     UNION ALL
+                     SELECT m.fid, m.crdt_key, m.\"timestamp\", 1, m.hash
+                     FROM crdt_removes m JOIN k ON m.set_kind = $3 AND m.fid = k.fid AND m.crdt_key = k.key
+                 ) AS cand
+                 ORDER BY fid, key, ts DESC, is_remove DESC, hash DESC
              ),
              want AS (
                  SELECT r.hash, w.ts AS win_ts,
                         (w.is_remove = 0 AND w.hash = r.hash
                          AND NOT EXISTS (SELECT 1 FROM message_tombstones t WHERE t.hash = r.hash)
                          {extra_live_condition}) AS live
-                 FROM {table} r JOIN win w ON r.fid = w.fid AND r.{key_column} = w.key
+                 FROM adds r JOIN win w ON r.fid = w.fid AND r.{key_column} = w.key
              )
              UPDATE {table} r
              SET deleted_at = CASE WHEN want.live THEN NULL ELSE COALESCE(r.deleted_at, want.win_ts) END,
