@@ -440,24 +440,11 @@ impl Writer<'_, '_> {
         Ok(inserted.iter().map(|row| row.get(0)).collect())
     }
 
-    /// Points new casts (and replies already stored below them) at the top of their reply
-    /// chain. The insert already used parents stored before this batch; this settles parents
-    /// inserted in the same batch and replies that arrived before their parent. Best effort
-    /// across arrival orders: each pass settles one more level.
+    /// Points replies already stored below new casts at the top of their reply chain: replies
+    /// that arrived before their parent. (Replies to a parent in the same batch got their root
+    /// at insert, see [`reply_levels`].) Best effort across arrival orders: each pass settles
+    /// one more level.
     async fn fix_roots(&mut self, inserted: &[Vec<u8>]) -> Result<(), ApplyError> {
-        self.execute(
-            "casts",
-            "UPDATE casts c SET root_parent_fid = COALESCE(p.root_parent_fid, p.fid),
-                                root_parent_hash = COALESCE(p.root_parent_hash, p.hash),
-                                root_parent_url = COALESCE(p.root_parent_url, p.parent_url)
-             FROM casts p
-             WHERE c.hash = ANY($1) AND c.parent_hash = ANY($1) AND c.parent_hash = p.hash
-               AND (c.root_parent_fid, c.root_parent_hash, c.root_parent_url)
-                   IS DISTINCT FROM (COALESCE(p.root_parent_fid, p.fid), COALESCE(p.root_parent_hash, p.hash),
-                                     COALESCE(p.root_parent_url, p.parent_url))",
-            &[&inserted],
-        )
-        .await?;
         for _ in 0..ROOT_FIXUP_PASSES {
             let moved = self
                 .execute(
