@@ -194,3 +194,103 @@ fn reject(kind: StreamType, error: VerifyError) -> Route {
         reason: error.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use waypoint_proto::{
+        BlockConfirmedBody, CastAddBody, MergeMessageBody, MessageData, MessageType, message_data,
+    };
+
+    use super::*;
+    use crate::hub::verify::sign_message;
+
+    fn cast(fid: u64, text: &str) -> Message {
+        let data = MessageData {
+            r#type: MessageType::CastAdd as i32,
+            fid,
+            timestamp: 1,
+            network: 1,
+            body: Some(message_data::Body::CastAddBody(CastAddBody {
+                text: text.into(),
+                ..Default::default()
+            })),
+        };
+        sign_message(data, &SigningKey::from_bytes(&[fid as u8; 32]))
+    }
+
+    fn merge(id: u64, message: Message) -> HubEvent {
+        HubEvent {
+            id,
+            r#type: HubEventType::MergeMessage as i32,
+            body: Some(hub_event::Body::MergeMessageBody(MergeMessageBody {
+                message: Some(message),
+                deleted_messages: Vec::new(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_routes_every_event_as_it_would_alone() {
+        let mut bad_signature = cast(2, "forged");
+        bad_signature.signature[5] ^= 1;
+        let mut bad_hash = cast(3, "edited");
+        bad_hash.hash[0] ^= 1;
+        let block = HubEvent {
+            id: 5,
+            r#type: HubEventType::BlockConfirmed as i32,
+            body: Some(hub_event::Body::BlockConfirmedBody(
+                BlockConfirmedBody::default(),
+            )),
+            ..Default::default()
+        };
+        let events: Vec<Result<HubEvent, &str>> = vec![
+            Ok(merge(1, cast(1, "good"))),
+            Ok(merge(2, bad_signature)),
+            Ok(merge(3, bad_hash)),
+            Err("undecodable"),
+            Ok(block),
+        ];
+        let spam = SpamFilter::default();
+
+        let routed = route_all(events.clone(), true, &spam);
+        assert_eq!(routed.len(), events.len());
+        for (event, routed) in events.iter().zip(&routed) {
+            match (event, routed) {
+                (Ok(event), Ok((same, route))) => {
+                    assert_eq!(same, event);
+                    assert_eq!(
+                        route,
+                        &super::route(event, true, &spam),
+                        "event {}",
+                        event.id
+                    );
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                other => panic!("decoding outcome changed: {other:?}"),
+            }
+        }
+        let labels: Vec<&str> = routed
+            .iter()
+            .map(|routed| match routed {
+                Ok((_, Route::Publish(StreamType::Casts))) => "casts",
+                Ok((_, Route::Reject { label, .. })) => label,
+                Ok((_, Route::BlockConfirmed)) => "block",
+                Err(_) => "undecodable",
+                Ok((_, other)) => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            ["casts", "bad_signature", "bad_hash", "undecodable", "block"]
+        );
+
+        // Without verification nothing is checked.
+        let unchecked = route_all(events, false, &spam);
+        assert!(matches!(
+            unchecked[1],
+            Ok((_, Route::Publish(StreamType::Casts)))
+        ));
+    }
+}
