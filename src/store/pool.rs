@@ -55,8 +55,9 @@ impl Pg {
         if !options.contains("statement_timeout") {
             options = format!("{options} -c statement_timeout={}", timeout.as_millis());
         }
-        // The apply statements are prepared once and run with arrays of a few hundred keys:
-        // a generic plan cannot see their size and falls back to scanning whole tables.
+        // Statements run with arrays of keys: a generic plan cannot see their size and may
+        // fall back to scanning whole tables. (Apply transactions price scans out and switch
+        // to generic plans for themselves, see `store::apply::write`.)
         if !options.contains("plan_cache_mode") {
             options = format!("{options} -c plan_cache_mode=force_custom_plan");
         }
