@@ -27,7 +27,7 @@ use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use prost::Message as _;
 use sha2::{Digest, Sha512};
 use waypoint_proto::{HashScheme, Message, MessageData, SignatureScheme};
@@ -216,15 +216,10 @@ fn equation(message: &Message) -> Result<Equation, VerifyError> {
         .try_into()
         .map_err(|_| VerifyError::BadSigner(message.signer.len()))?;
     let a = signer_point(signer)?;
-    let signature: &[u8; 64] = message
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| VerifyError::BadSignature)?;
-    let (r_bytes, s_bytes) = signature.split_at(32);
-    let r_bytes: [u8; 32] = r_bytes.try_into().map_err(|_| VerifyError::BadSignature)?;
-    let s_bytes: [u8; 32] = s_bytes.try_into().map_err(|_| VerifyError::BadSignature)?;
-    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))
+    let signature =
+        Signature::from_slice(&message.signature).map_err(|_| VerifyError::BadSignature)?;
+    let r_bytes = *signature.r_bytes();
+    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes()))
         .ok_or(VerifyError::BadSignature)?;
     if !canonical_y(&r_bytes) {
         return Err(VerifyError::BadSignature);
@@ -232,7 +227,7 @@ fn equation(message: &Message) -> Result<Equation, VerifyError> {
     let r = CompressedEdwardsY(r_bytes)
         .decompress()
         .ok_or(VerifyError::BadSignature)?;
-    if r.is_small_order() || a.is_small_order() {
+    if r.is_small_order() {
         return Err(VerifyError::BadSignature);
     }
     let mut challenge = Sha512::new();
@@ -251,8 +246,9 @@ fn canonical_y(bytes: &[u8; 32]) -> bool {
     !(high == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed)
 }
 
-/// Signer keys already decompressed on this thread. A fid signs with a handful of keys, so the
-/// same keys come back constantly, and decompressing one costs a large part of a verification.
+/// Signer keys already decompressed (and found not to be of small order) on this thread. A fid
+/// signs with a handful of keys, so the same keys come back constantly, and decompressing one
+/// costs a large part of a verification.
 /// Sized for the signers active at once across many fids (about 200 bytes an entry, so a few
 /// MiB per thread); cleared when full.
 const SIGNER_CACHE_CAPACITY: usize = 32_768;
@@ -269,6 +265,10 @@ fn signer_point(signer: &[u8; 32]) -> Result<EdwardsPoint, VerifyError> {
     let point = CompressedEdwardsY(*signer)
         .decompress()
         .ok_or(VerifyError::BadSigner(32))?;
+    // A small-order key verifies anything; `verify_strict` rejects it as a bad signature.
+    if point.is_small_order() {
+        return Err(VerifyError::BadSignature);
+    }
     SIGNERS.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.len() >= SIGNER_CACHE_CAPACITY {
