@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod devhub;
 pub mod hub;
 pub mod logging;
 pub mod metrics;
@@ -11,6 +12,8 @@ pub mod pipeline;
 pub mod replica;
 pub mod runtime;
 pub mod service;
+pub mod spam;
 pub(crate) mod startup;
 pub mod store;
 pub mod streams;
+pub mod supervision;

@@ -1,6 +1,7 @@
 //! What the actors of one `waypoint start` process share: the current configuration, the
-//! PostgreSQL and Redis clients, the metrics handle, the tree handle once it exists, and
-//! process-wide health facts (shutting down, hub reachability, shards needing backfill).
+//! PostgreSQL and Redis clients, the metrics handle, the tree handle once it exists, the spam
+//! filter, and process-wide health facts (shutting down, hub reachability, shards needing
+//! backfill, backfill progress). It imports nothing from the parts that use it.
 //!
 //! Actors read the configuration and clients from here at every (re)start, so a SIGHUP reload
 //! that swaps them takes effect when the affected subtrees restart.
@@ -14,12 +15,111 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use waypoint_actors::Tree;
 
-use crate::cli::Role;
 use crate::config::Config;
 use crate::hub;
-use crate::pipeline::spam::SpamFilter;
+use crate::spam::SpamFilter;
 use crate::store::Pg;
 use crate::streams::Redis;
+
+/// The part of the pipeline a process runs (`waypoint start [both|producer|consumer]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Hub → Redis and Redis → PostgreSQL
+    Both,
+    /// Hub → Redis (subscribers, publishers, gap repair)
+    Producer,
+    /// Redis → PostgreSQL, plus the APIs
+    Consumer,
+}
+
+impl Role {
+    /// The name `/ready` and the logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Both => "both",
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+/// What one process runs: the parts of the tree its command asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Hub → Redis: subscribers, publishers, repair.
+    pub produce: bool,
+    /// Redis → PostgreSQL: consumers and the reclaimer.
+    pub persist: bool,
+    /// Backfill workers, and how they run.
+    pub backfill: Option<BackfillPlan>,
+    /// What `/ready` and the logs call this process (`both`, `consumer`, `backfill`, ...).
+    pub name: &'static str,
+}
+
+/// How a process runs its backfill workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillPlan {
+    /// Jobs worked on at once (`--concurrency`, `BACKFILL_CONCURRENCY`, `backfill.concurrency`).
+    pub concurrency: usize,
+    /// Stop the process once the queue is empty and nothing ran for this long
+    /// (`--exit-on-complete`, `--idle-timeout`).
+    pub exit_when_idle: Option<std::time::Duration>,
+    /// Queue every registered FID once per database (`start --backfill`).
+    pub queue_everything_once: bool,
+}
+
+impl Plan {
+    /// What `waypoint start <role>` runs, with backfill workers when asked.
+    pub fn for_role(role: Role, backfill: Option<BackfillPlan>) -> Plan {
+        Plan {
+            produce: matches!(role, Role::Both | Role::Producer),
+            persist: matches!(role, Role::Both | Role::Consumer),
+            backfill,
+            name: role.name(),
+        }
+    }
+
+    /// Backfill workers alone (`waypoint backfill ...`).
+    pub fn backfill_only(backfill: BackfillPlan) -> Plan {
+        Plan {
+            produce: false,
+            persist: false,
+            backfill: Some(backfill),
+            name: "backfill",
+        }
+    }
+
+    /// Whether the process writes to PostgreSQL.
+    pub fn needs_database(&self) -> bool {
+        self.persist || self.backfill.is_some()
+    }
+
+    /// Whether the process calls the hub.
+    pub fn needs_hub(&self) -> bool {
+        self.produce || self.backfill.is_some()
+    }
+}
+
+/// What the backfill of this process reports, for `/ready` and the logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackfillStatus {
+    /// Jobs are queued or in progress (in this process or another).
+    pub running: bool,
+    /// FIDs completed, over all jobs the queue's books know of.
+    pub fids_done: u64,
+    /// FIDs completed, queued or in progress.
+    pub fids_total: u64,
+    /// FIDs whose jobs ended in the failed list.
+    pub fids_failed: u64,
+    pub jobs_queued: u64,
+    pub jobs_in_progress: u64,
+    pub jobs_failed: u64,
+    /// Rates over the last minutes, from the queue's books (every worker process).
+    pub fids_per_second: f64,
+    pub messages_per_second: f64,
+    /// Seconds until the FIDs queued now are done, at the current rate.
+    pub eta_seconds: Option<u64>,
+}
 
 /// Cheap-to-clone handle on the shared state of a running service.
 #[derive(Clone)]
@@ -28,7 +128,7 @@ pub struct Runtime {
 }
 
 struct Inner {
-    role: Role,
+    plan: Plan,
     config_path: Option<std::path::PathBuf>,
     config: RwLock<Arc<Config>>,
     pg: RwLock<Option<Pg>>,
@@ -46,6 +146,7 @@ struct Inner {
     /// Hub-to-row lag of every applied entry, in milliseconds, when a benchmark asked for it.
     lag_samples: OnceLock<std::sync::Mutex<Vec<u32>>>,
     shards: RwLock<BTreeMap<u32, ShardHealth>>,
+    backfill: RwLock<Option<BackfillStatus>>,
 }
 
 /// Last known reachability of the hub.
@@ -67,9 +168,9 @@ pub struct ShardHealth {
 }
 
 impl Runtime {
-    /// Shared state for a process running `role`.
+    /// Shared state for a process running `plan`.
     pub fn new(
-        role: Role,
+        plan: Plan,
         config: Config,
         config_path: Option<std::path::PathBuf>,
         pg: Option<Pg>,
@@ -78,7 +179,7 @@ impl Runtime {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                role,
+                plan,
                 config_path,
                 config: RwLock::new(Arc::new(config)),
                 pg: RwLock::new(pg),
@@ -94,6 +195,7 @@ impl Runtime {
                     version: None,
                 }),
                 shards: RwLock::new(BTreeMap::new()),
+                backfill: RwLock::new(None),
                 spam: Arc::new(SpamFilter::default()),
                 instance: instance_name(),
                 injected_panics: std::sync::Mutex::new(Vec::new()),
@@ -102,18 +204,24 @@ impl Runtime {
         }
     }
 
-    pub fn role(&self) -> Role {
-        self.inner.role
+    /// What this process runs.
+    pub fn plan(&self) -> &Plan {
+        &self.inner.plan
     }
 
     /// Whether this process runs the hub → Redis side.
     pub fn produces(&self) -> bool {
-        matches!(self.inner.role, Role::Both | Role::Producer)
+        self.inner.plan.produce
     }
 
     /// Whether this process runs the Redis → PostgreSQL side.
     pub fn consumes(&self) -> bool {
-        matches!(self.inner.role, Role::Both | Role::Consumer)
+        self.inner.plan.persist
+    }
+
+    /// Whether this process runs backfill workers.
+    pub fn backfills(&self) -> bool {
+        self.inner.plan.backfill.is_some()
     }
 
     /// The `--config` file, if one was given (SIGHUP reloads from it, else from
@@ -283,6 +391,16 @@ impl Runtime {
     /// Updates what is known about a shard.
     pub fn update_shard(&self, shard: u32, update: impl FnOnce(&mut ShardHealth)) {
         update(write(&self.inner.shards).entry(shard).or_default());
+    }
+
+    /// The backfill's last report (None in processes without backfill workers).
+    pub fn backfill_status(&self) -> Option<BackfillStatus> {
+        read(&self.inner.backfill).clone()
+    }
+
+    /// Records the backfill's progress.
+    pub fn set_backfill_status(&self, status: BackfillStatus) {
+        *write(&self.inner.backfill) = Some(status);
     }
 }
 

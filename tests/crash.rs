@@ -15,7 +15,7 @@ use common::process::Waypoint;
 use common::{TestDb, TestRedis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use waypoint::hub::devhub::Faults;
+use waypoint::devhub::Faults;
 
 const CONVERGE: Duration = Duration::from_secs(120);
 

@@ -9,7 +9,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message as _;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-use waypoint::hub::devhub::{DevHub, DevHubHandle, DevHubOptions, Faults};
+use waypoint::devhub::{DevHub, DevHubHandle, DevHubOptions, Faults};
 use waypoint::hub::ids;
 use waypoint::replica::ReplicaState;
 use waypoint_proto::hub_service_client::HubServiceClient;
@@ -1729,7 +1729,7 @@ fn build_of_1000_fids() {
 async fn run_serves_and_writes_the_dump_on_start_and_exit() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("state.json");
-    let args = waypoint::hub::devhub::DevHubArgs {
+    let args = waypoint::devhub::DevHubArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
         fids: 20,
         seed: 3,
@@ -1754,7 +1754,7 @@ async fn run_serves_and_writes_the_dump_on_start_and_exit() {
     };
     let expected = DevHub::build(args.options()).unwrap().dump_state();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(waypoint::hub::devhub::run(args, async {
+    let running = tokio::spawn(waypoint::devhub::run(args, async {
         let _ = stop_rx.await;
     }));
     let started = Instant::now();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::harness::{devhub, devhub_again, small_hub};
 use futures::StreamExt;
 use tonic::Code;
-use waypoint::hub::devhub::{DevHubHandle, Faults};
+use waypoint::devhub::{DevHubHandle, Faults};
 use waypoint::hub::verify::{message_data, verify};
 use waypoint::hub::{Client, ClientOptions, FidMessages, HubError, RetryPolicy, decode_event};
 use waypoint_proto::{

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::harness::{self, devhub, small_hub, wait_converged};
 use common::{TestDb, TestRedis};
 use waypoint::cli::Role;
-use waypoint::hub::devhub::Faults;
+use waypoint::devhub::Faults;
 use waypoint::service::Service;
 use waypoint::streams::{Redis, StreamType};
 

@@ -209,7 +209,7 @@ pub async fn readiness(runtime: &Runtime) -> (Value, bool) {
             // added after the hub's shards are known).
             if runtime.produces() {
                 let producing = snapshot
-                    .find(crate::service::PRODUCE)
+                    .find(crate::supervision::PRODUCE)
                     .is_some_and(|node| node.status == NodeStatus::Running);
                 ready &= producing;
                 checks.insert(
@@ -234,7 +234,7 @@ pub async fn readiness(runtime: &Runtime) -> (Value, bool) {
     let body = json!({
         "ready": ready,
         "shutting_down": runtime.is_shutting_down(),
-        "role": format!("{:?}", runtime.role()).to_lowercase(),
+        "role": runtime.plan().name,
         "checks": checks,
         "shards": shards,
     });

@@ -18,9 +18,9 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::json;
 
-use crate::cli::Role;
 use crate::config::Config;
 use crate::hub;
+use crate::runtime::Role;
 use crate::service::Service;
 
 /// `waypoint bench stream`.

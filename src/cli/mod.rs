@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigErrors};
+pub use crate::runtime::Role;
 
 /// Exit code of a command that is not available in this build.
 pub const EXIT_NOT_AVAILABLE: u8 = 2;
@@ -62,7 +63,7 @@ pub enum Command {
     #[command(subcommand)]
     Mcp(McpCommand),
     /// Run a local Snapchain node (dev hub) serving a deterministic dataset
-    Devhub(crate::hub::devhub::DevHubArgs),
+    Devhub(crate::devhub::DevHubArgs),
     /// Benchmarks that print figures
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -77,17 +78,6 @@ pub struct StartArgs {
     /// Also run backfill workers in this process
     #[arg(long)]
     pub backfill: bool,
-}
-
-/// The part of the pipeline a process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// Hub → Redis and Redis → PostgreSQL
-    Both,
-    /// Hub → Redis (subscribers, publishers, gap repair)
-    Producer,
-    /// Redis → PostgreSQL, plus the APIs
-    Consumer,
 }
 
 /// `waypoint config ...`.
@@ -265,7 +255,14 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
         },
         Command::Start(args) => match valid(config) {
             Ok(_) if args.backfill => Ok(not_available("start --backfill")),
-            Ok(config) => crate::service::run(args.role, config, config_path).await,
+            Ok(config) => {
+                crate::service::run(
+                    crate::runtime::Plan::for_role(args.role, None),
+                    config,
+                    config_path,
+                )
+                .await
+            }
             Err(code) => Ok(code),
         },
         Command::Backfill(BackfillCommand::Fid(FidCommand::Queue(_))) => {
@@ -293,7 +290,7 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
         },
         Command::Mcp(McpCommand::Serve(_)) => Ok(not_available("mcp serve")),
         Command::Devhub(args) => {
-            crate::hub::devhub::run(args, shutdown_signal()).await?;
+            crate::devhub::run(args, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Stream(args)) => match valid(config) {

@@ -1,8 +1,8 @@
-//! The Snapchain side: protocol helpers, the gRPC client, message verification and the dev hub.
+//! The client side of Snapchain: protocol helpers, the gRPC client and message verification.
+//! The server side (the dev hub) is `crate::devhub`.
 
 mod client;
 mod codec;
-pub mod devhub;
 mod error;
 pub mod ids;
 pub mod verify;

@@ -1,9 +1,10 @@
 //! The pipeline actors and the subtrees they form (docs/design.md):
 //!
 //! ```text
+//! spam                         label lists: loaded at start, then refreshed
 //! persist (one_for_one)        consumer:<type>:<n> ..., reclaimer
 //! produce (rest_for_one)       publisher:<type> ..., ingest
-//!   ingest (one_for_one)       spam, repair, subscriber:<shard> ...
+//!   ingest (one_for_one)       repair, subscriber:<shard> ...
 //! ```
 //! Publishers start before everything that hands them events: under `rest_for_one`, a
 //! publisher that crashes (losing events not yet in Redis) restarts the whole `ingest`
@@ -26,8 +27,8 @@ use std::time::Duration;
 use waypoint_actors::{ChildSpec, Mailbox, Strategy, SupervisorSpec};
 
 use crate::runtime::Runtime;
-use crate::service::supervisor_spec;
 use crate::streams::StreamType;
+use crate::supervision;
 
 /// Capacity of a consumer's mailbox: it mostly holds its own poll loop and reclaimed batches.
 const CONSUMER_MAILBOX: usize = 4;
@@ -73,7 +74,23 @@ pub fn persist_spec(runtime: &Runtime) -> SupervisorSpec {
         };
         (reclaimer, ())
     }));
-    supervisor_spec(runtime, Strategy::OneForOne, children)
+    supervision::spec(runtime, Strategy::OneForOne, children)
+}
+
+/// The `spam` worker: its start loads the label lists, so it starts before the subtrees that
+/// read messages (`produce`, `backfill`).
+pub fn spam_child(runtime: &Runtime) -> ChildSpec {
+    let runtime = runtime.clone();
+    ChildSpec::worker(
+        supervision::child_name(supervision::SPAM),
+        Mailbox::new(4),
+        move || {
+            let refresher = spam::SpamRefresher {
+                runtime: runtime.clone(),
+            };
+            (refresher, ())
+        },
+    )
 }
 
 /// The producer subtree for `shards`.
@@ -96,18 +113,10 @@ pub fn produce_spec(runtime: &Runtime, shards: &[u32]) -> SupervisorSpec {
             })
         })
         .collect();
-    let publishers: subscriber::Publishers = Arc::new(publishers);
+    let publishers: publisher::Publishers = Arc::new(publishers);
 
     let repair_mailbox = Mailbox::new(REPAIR_MAILBOX);
     let mut ingest = Vec::new();
-    // First: its start loads the spam lists, before any subscriber reads an event.
-    let spam_runtime = runtime.clone();
-    ingest.push(ChildSpec::worker("spam", Mailbox::new(4), move || {
-        let refresher = spam::SpamRefresher {
-            runtime: spam_runtime.clone(),
-        };
-        (refresher, ())
-    }));
     {
         let (runtime, publishers) = (runtime.clone(), Arc::clone(&publishers));
         ingest.push(ChildSpec::worker(
@@ -145,9 +154,9 @@ pub fn produce_spec(runtime: &Runtime, shards: &[u32]) -> SupervisorSpec {
     }
     children.push(ChildSpec::supervisor(
         "ingest",
-        supervisor_spec(runtime, Strategy::OneForOne, ingest),
+        supervision::spec(runtime, Strategy::OneForOne, ingest),
     ));
-    supervisor_spec(runtime, Strategy::RestForOne, children)
+    supervision::spec(runtime, Strategy::RestForOne, children)
 }
 
 /// Finds the shards to follow (`hub.shard_indices`, else every data shard from GetInfo,
@@ -206,8 +215,11 @@ pub async fn start_producer(runtime: Runtime) {
     let Some(tree) = runtime.tree() else {
         return;
     };
-    let spec = ChildSpec::supervisor("produce", produce_spec(&runtime, &shards));
-    match tree.start_child(crate::service::ROOT, spec).await {
+    let spec = ChildSpec::supervisor(
+        supervision::child_name(supervision::PRODUCE),
+        produce_spec(&runtime, &shards),
+    );
+    match tree.start_child(supervision::ROOT, spec).await {
         Ok(()) => tracing::info!(?shards, "producer started"),
         Err(error) => tracing::error!(%error, "producer subtree did not start"),
     }

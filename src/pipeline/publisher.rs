@@ -14,7 +14,10 @@
 
 use std::time::{Duration, Instant};
 
-use waypoint_actors::{Actor, ActorError, Context};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use waypoint_actors::{Actor, ActorError, Context, Mailbox};
 
 use super::tracker::Ack;
 use crate::metrics::{LABEL_STREAM, STREAM_PUBLISHED_ENTRIES_TOTAL};
@@ -31,6 +34,9 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 const BACKLOG_MAX_AGE: Duration = Duration::from_millis(500);
 /// Pause between backlog checks while over the limit.
 const BACKLOG_POLL: Duration = Duration::from_millis(200);
+
+/// The publishers' mailboxes by stream type.
+pub type Publishers = Arc<BTreeMap<StreamType, Mailbox<Msg>>>;
 
 pub enum Msg {
     /// Append these events (each ack confirms its event once durable). A subscriber hands
@@ -195,4 +201,21 @@ impl Publisher {
             state.backlog = None;
         }
     }
+}
+/// Hands each publisher its share of a batch; waits while a publisher's mailbox is full
+/// (backpressure).
+pub(super) async fn hand_over(
+    publishers: &Publishers,
+    outgoing: BTreeMap<StreamType, Vec<(NewEntry, Ack)>>,
+) -> Result<(), ActorError> {
+    for (kind, entries) in outgoing {
+        let Some(publisher) = publishers.get(&kind) else {
+            return Err(format!("no publisher for stream {kind}").into());
+        };
+        publisher
+            .send(Msg::Publish { entries })
+            .await
+            .map_err(|_| format!("publisher:{kind} is not running"))?;
+    }
+    Ok(())
 }

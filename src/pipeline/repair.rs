@@ -21,8 +21,8 @@ use waypoint_proto::HubEvent;
 
 use std::collections::BTreeMap;
 
+use super::publisher::{Publishers, hand_over};
 use super::route::{Route, Skip, route};
-use super::subscriber::{Publishers, hand_over};
 use super::tracker::{Ack, ShardTracker};
 use crate::hub::{self, ids};
 use crate::metrics::{

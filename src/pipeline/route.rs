@@ -3,8 +3,8 @@
 
 use waypoint_proto::{HubEvent, HubEventType, Message, hub_event};
 
-use super::spam::SpamFilter;
 use crate::hub::verify::{self, VerifyError};
+use crate::spam::SpamFilter;
 use crate::streams::{StreamType, UNKNOWN_BUCKET};
 
 /// The event types a subscriber asks for. MERGE_FAILURE is never applied, so it is not

@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt};
 use waypoint_actors::{Actor, ActorError, Context, Mailbox};
 use waypoint_proto::{BlockConfirmedBody, HubEvent, hub_event};
 
-use super::publisher;
+use super::publisher::{Publishers, hand_over};
 use super::repair;
 use super::route::{COUNTED, Route, SUBSCRIBED, Skip, route_all};
 use super::tracker::{Ack, ShardTracker};
@@ -43,9 +43,6 @@ const PULL_BATCH: usize = 256;
 const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
 /// Longest pause between reconnects.
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
-
-/// The publishers' mailboxes by stream type.
-pub type Publishers = Arc<BTreeMap<StreamType, Mailbox<publisher::Msg>>>;
 
 pub enum Msg {
     /// (Re)open the subscription.
@@ -520,24 +517,6 @@ impl Subscriber {
             .update_shard(self.shard, |shard| shard.cursor = Some(cursor));
         Ok(())
     }
-}
-
-/// Hands each publisher its share of a batch; waits while a publisher's mailbox is full
-/// (backpressure).
-pub(super) async fn hand_over(
-    publishers: &Publishers,
-    outgoing: BTreeMap<StreamType, Vec<(NewEntry, Ack)>>,
-) -> Result<(), ActorError> {
-    for (kind, entries) in outgoing {
-        let Some(publisher) = publishers.get(&kind) else {
-            return Err(format!("no publisher for stream {kind}").into());
-        };
-        publisher
-            .send(publisher::Msg::Publish { entries })
-            .await
-            .map_err(|_| format!("publisher:{kind} is not running"))?;
-    }
-    Ok(())
 }
 
 /// The announced counts of the event types a subscriber receives.

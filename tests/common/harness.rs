@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use waypoint::config::Config;
-use waypoint::hub::devhub::{DevHub, DevHubHandle, DevHubOptions};
+use waypoint::devhub::{DevHub, DevHubHandle, DevHubOptions};
 use waypoint::replica::ReplicaState;
 use waypoint::store::Pg;
 

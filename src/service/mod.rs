@@ -7,44 +7,30 @@
 //! line and the running configuration stays; otherwise the subtrees whose sections changed are
 //! restarted with the new settings.
 //!
-//! The tree (see docs/design.md):
-//! ```text
-//! root (one_for_one)
-//! ├─ api (one_for_one)       health
-//! ├─ persist (one_for_one)   consumer:<type>:<n>, reclaimer         consumer, both
-//! └─ produce (rest_for_one)  publisher:<type>, repair, subscriber:<shard>   producer, both
-//! ```
-//! `produce` is added once the hub's shards are known (from `hub.shard_indices`, or GetInfo,
-//! retried with backoff while the hub is unreachable; `/ready` reports it meanwhile).
+//! The tree for each role is assembled in [`tree`] from the subtrees each part builds.
+
+mod tree;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
-use waypoint_actors::{Backoff, ChildSpec, Intensity, Mailbox, Strategy, SupervisorSpec, TreeExit};
+use waypoint_actors::TreeExit;
 
-use crate::api::health::HealthServer;
-use crate::cli::Role;
 use crate::config::Config;
 use crate::hub;
-use crate::runtime::Runtime;
+use crate::runtime::{Plan, Role, Runtime};
 use crate::store::{self, Pg};
 use crate::streams::Redis;
-
-/// Paths of the subtrees, for restarts.
-pub const ROOT: &str = "root";
-pub const API: &str = "root/api";
-pub const PERSIST: &str = "root/persist";
-pub const PRODUCE: &str = "root/produce";
+use crate::supervision;
 
 /// Runs the service until a signal stops it or the tree fails.
 pub async fn run(
-    role: Role,
+    plan: Plan,
     config: Config,
     config_path: Option<std::path::PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let service = Service::start(role, config, config_path).await?;
+    let service = Service::start_plan(plan, config, config_path).await?;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -81,31 +67,41 @@ impl Service {
         config: Config,
         config_path: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Service> {
+        Self::start_plan(Plan::for_role(role, None), config, config_path).await
+    }
+
+    /// Connects to what `plan` needs, migrates, and starts its tree.
+    pub async fn start_plan(
+        plan: Plan,
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Service> {
         let metrics = crate::metrics::install();
         crate::metrics::describe();
 
         let redis = Redis::connect(&config.redis)
             .await
             .context("cannot start without Redis")?;
-        let pg = if matches!(role, Role::Both | Role::Consumer) {
+        let pg = if plan.needs_database() {
             Some(connect_database(&config).await?)
         } else {
             None
         };
-        let hub = if matches!(role, Role::Both | Role::Producer) {
+        let hub = if plan.needs_hub() {
             Some(hub::Client::new(hub::options_from_config(&config.hub)).context("hub client")?)
         } else {
             None
         };
-        let runtime = Runtime::new(role, config, config_path, pg, redis, metrics.clone());
+        let name = plan.name;
+        let runtime = Runtime::new(plan, config, config_path, pg, redis, metrics.clone());
         if let Some(hub) = hub {
             runtime.set_hub(hub);
         }
-        let tree = waypoint_actors::start_tree(ROOT, root_spec(&runtime))
+        let tree = waypoint_actors::start_tree(supervision::ROOT, tree::root_spec(&runtime))
             .await
             .context("the supervision tree did not start")?;
         runtime.set_tree(tree.clone());
-        tracing::info!(role = ?role, "waypoint started");
+        tracing::info!(role = name, "waypoint started");
 
         let upkeep_stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(crate::metrics::run_upkeep(
@@ -161,56 +157,6 @@ async fn connect_database(config: &Config) -> anyhow::Result<Pg> {
         tracing::info!(migration = %name, "applied migration");
     }
     Ok(pg)
-}
-
-/// The tree of this process, without `produce` (added once the shards are known).
-fn root_spec(runtime: &Runtime) -> SupervisorSpec {
-    let mut children = vec![ChildSpec::supervisor(
-        "api",
-        supervisor_spec(runtime, Strategy::OneForOne, vec![health_child(runtime)]),
-    )];
-    if runtime.consumes() {
-        children.push(ChildSpec::supervisor(
-            "persist",
-            crate::pipeline::persist_spec(runtime),
-        ));
-    }
-    supervisor_spec(runtime, Strategy::OneForOne, children)
-}
-
-fn health_child(runtime: &Runtime) -> ChildSpec {
-    let runtime = runtime.clone();
-    ChildSpec::worker("health", Mailbox::new(4), move || {
-        (
-            HealthServer {
-                runtime: runtime.clone(),
-            },
-            (),
-        )
-    })
-}
-
-/// A supervisor spec with the configured intensity and backoff.
-pub fn supervisor_spec(
-    runtime: &Runtime,
-    strategy: Strategy,
-    children: Vec<ChildSpec>,
-) -> SupervisorSpec {
-    let config = runtime.config();
-    let supervisor = &config.supervisor;
-    SupervisorSpec {
-        strategy,
-        intensity: Intensity {
-            max_restarts: supervisor.max_restarts,
-            period: Duration::from_secs(supervisor.period_seconds),
-        },
-        backoff: Backoff {
-            initial: Duration::from_millis(supervisor.backoff_initial_ms),
-            max: Duration::from_millis(supervisor.backoff_max_ms),
-            jitter: 0.2,
-        },
-        children,
-    }
 }
 
 /// Graceful shutdown: the whole tree within the grace period; a second signal exits at once.
@@ -274,7 +220,7 @@ async fn reload(runtime: &Runtime) {
     } else {
         None
     };
-    let hub = if changed.contains(&"hub") && runtime.produces() {
+    let hub = if changed.contains(&"hub") && runtime.plan().needs_hub() {
         match hub::Client::new(hub::options_from_config(&new.hub)) {
             Ok(hub) => Some(hub),
             Err(error) => {
@@ -285,7 +231,7 @@ async fn reload(runtime: &Runtime) {
     } else {
         None
     };
-    let pg = if changed.contains(&"database") && runtime.consumes() {
+    let pg = if changed.contains(&"database") && runtime.plan().needs_database() {
         match connect_database(&new).await {
             Ok(pg) => Some(pg),
             Err(error) => {
@@ -312,20 +258,18 @@ async fn reload(runtime: &Runtime) {
 
     let mut subtrees: Vec<&str> = Vec::new();
     for section in &changed {
-        let affected: &[&str] = match *section {
-            "database" => &[PERSIST],
-            "redis" | "stream" => &[PERSIST, PRODUCE],
-            "hub" | "spam" => &[PRODUCE],
-            "health" | "rest" | "mcp" => &[API],
-            _ => &[],
-        };
-        for subtree in affected {
-            if !subtrees.contains(subtree) {
-                subtrees.push(subtree);
+        match tree::affected_subtrees(section) {
+            tree::Affected::Restart(affected) => {
+                for subtree in affected {
+                    if !subtrees.contains(subtree) {
+                        subtrees.push(subtree);
+                    }
+                }
             }
-        }
-        if matches!(*section, "logging" | "supervisor" | "backfill") {
-            tracing::warn!(section, "this section applies at the next start");
+            tree::Affected::NextStart => {
+                tracing::warn!(section, "this section applies at the next start");
+            }
+            tree::Affected::Nothing => {}
         }
     }
     let Some(tree) = runtime.tree() else {
@@ -333,9 +277,9 @@ async fn reload(runtime: &Runtime) {
         return;
     };
     let present = tree.snapshot();
-    // A restarted `produce` loads the spam lists as its `spam` worker starts; otherwise
-    // SIGHUP reloads them here.
-    if !(subtrees.contains(&PRODUCE) && present.find(PRODUCE).is_some()) {
+    // A restarted `spam` worker loads the lists as it starts; otherwise SIGHUP reloads them
+    // here.
+    if !(subtrees.contains(&supervision::SPAM) && present.find(supervision::SPAM).is_some()) {
         crate::pipeline::reload_spam(runtime).await;
     }
     for subtree in subtrees {

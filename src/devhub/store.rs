@@ -1048,7 +1048,7 @@ fn cast_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::devhub::sign;
+    use crate::devhub::sign;
     use waypoint_proto::{
         CastId, CastRemoveBody, LinkBody, LinkCompactStateBody, ReactionType, UserDataBody,
         UserDataType,
