@@ -94,6 +94,13 @@ pub const DEFAULT_HUB_RETRY_INITIAL_MS: u64 = 250;
 pub const DEFAULT_HUB_RETRY_MAX_MS: u64 = 30_000;
 /// A unary call that failed five times in a row is reported rather than retried forever.
 pub const DEFAULT_HUB_RETRY_MAX_ATTEMPTS: u32 = 5;
+/// Unary calls in flight at once, across the process: enough for 50 backfill jobs and the
+/// live path, few enough that a hosted hub does not see a burst of hundreds.
+pub const DEFAULT_HUB_MAX_CONCURRENT_REQUESTS: u32 = 64;
+/// Unary calls per second across the process. A FID's backfill takes about 13 calls, so this
+/// allows about 75 FIDs a second; a hub that answers RESOURCE_EXHAUSTED or UNAVAILABLE slows
+/// the process down below it until it answers again (0: no ceiling).
+pub const DEFAULT_HUB_MAX_REQUESTS_PER_SECOND: u32 = 1_000;
 
 /// The consumer group name of the existing Waypoint deployments.
 pub const DEFAULT_STREAM_GROUP: &str = "waypoint";
@@ -131,17 +138,26 @@ pub const DEFAULT_STREAM_MAILBOX_CAPACITY: usize = 16;
 /// Persisting cursors once a second bounds replay after a crash to about a second of events.
 pub const DEFAULT_STREAM_CURSOR_FLUSH_MS: u64 = 1_000;
 
-/// Same as the existing Waypoint (`BACKFILL_CONCURRENCY`).
+/// Same as the existing Waypoint (`BACKFILL_CONCURRENCY`): jobs worked on at once, each one
+/// FID at a time, so 50 FIDs in flight keep a hub busy without flooding it.
 pub const DEFAULT_BACKFILL_CONCURRENCY: usize = 50;
 /// Same as the existing Waypoint's `--batch-size`: FIDs per queue job.
 pub const DEFAULT_BACKFILL_BATCH_SIZE: usize = 50;
 /// Page size Shuttle uses for the per-FID `GetAll*` reads.
 pub const DEFAULT_BACKFILL_PAGE_SIZE: u32 = 500;
-/// A job of 50 FIDs with heavy histories can take minutes; ten minutes before another worker
-/// takes over a job whose worker vanished.
-pub const DEFAULT_BACKFILL_VISIBILITY_TIMEOUT_SECONDS: u64 = 600;
+/// A running job's lease is renewed every third of this, however long the job takes, so it
+/// only has to outlast a stalled worker's silence: two minutes before another worker takes
+/// over a job whose worker vanished.
+pub const DEFAULT_BACKFILL_VISIBILITY_TIMEOUT_SECONDS: u64 = 120;
 /// A job that failed five times goes to the failed list for an operator to look at.
 pub const DEFAULT_BACKFILL_MAX_ATTEMPTS: u32 = 5;
+/// A failed job waits this long before its next attempt, doubling per attempt (capped at five
+/// minutes): a hub or database outage of a minute or two does not use up the attempts.
+pub const DEFAULT_BACKFILL_RETRY_DELAY_MS: u64 = 5_000;
+/// Messages written per database transaction, gathered across the FIDs in flight: as on the
+/// live path, the per-transaction cost (locks, commit, liveness recompute) dominates small
+/// batches.
+pub const DEFAULT_BACKFILL_WRITE_BATCH_SIZE: usize = 5_000;
 
 /// The REST API is part of the product and on by default.
 pub const DEFAULT_REST_ENABLED: bool = true;
@@ -278,6 +294,11 @@ pub struct HubConfig {
     pub retry_max_ms: u64,
     /// Attempts of one unary call before its error is returned.
     pub retry_max_attempts: u32,
+    /// Unary calls in flight at once, across the process.
+    pub max_concurrent_requests: u32,
+    /// Unary calls per second across the process (0: no ceiling). RESOURCE_EXHAUSTED or
+    /// UNAVAILABLE answers lower the rate; it climbs back while the hub answers.
+    pub max_requests_per_second: u32,
 }
 
 /// Where a shard without a stored cursor starts.
@@ -328,16 +349,23 @@ pub struct StreamConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackfillConfig {
-    /// FIDs reconciled concurrently by one worker (`BACKFILL_CONCURRENCY`).
+    /// Jobs a backfill process works on at once, one FID at a time each
+    /// (`BACKFILL_CONCURRENCY`, `--concurrency`).
     pub concurrency: usize,
     /// FIDs per queue job.
     pub batch_size: usize,
     /// Page size of the per-FID hub reads.
     pub page_size: u32,
-    /// A job held by a worker for this long without finishing returns to the queue, in seconds.
+    /// A job whose worker stopped renewing its lease for this long returns to the queue, in
+    /// seconds (running jobs renew it every third of this).
     pub visibility_timeout_seconds: u64,
     /// Attempts of one job before it moves to the failed list.
     pub max_attempts: u32,
+    /// Pause before a failed job's next attempt, in milliseconds; doubles per attempt, at
+    /// most five minutes.
+    pub retry_delay_ms: u64,
+    /// Messages per database transaction, gathered across the FIDs in flight.
+    pub write_batch_size: usize,
 }
 
 /// `[rest]`: REST API server.
@@ -466,6 +494,8 @@ impl Default for HubConfig {
             retry_initial_ms: DEFAULT_HUB_RETRY_INITIAL_MS,
             retry_max_ms: DEFAULT_HUB_RETRY_MAX_MS,
             retry_max_attempts: DEFAULT_HUB_RETRY_MAX_ATTEMPTS,
+            max_concurrent_requests: DEFAULT_HUB_MAX_CONCURRENT_REQUESTS,
+            max_requests_per_second: DEFAULT_HUB_MAX_REQUESTS_PER_SECOND,
         }
     }
 }
@@ -498,6 +528,8 @@ impl Default for BackfillConfig {
             page_size: DEFAULT_BACKFILL_PAGE_SIZE,
             visibility_timeout_seconds: DEFAULT_BACKFILL_VISIBILITY_TIMEOUT_SECONDS,
             max_attempts: DEFAULT_BACKFILL_MAX_ATTEMPTS,
+            retry_delay_ms: DEFAULT_BACKFILL_RETRY_DELAY_MS,
+            write_batch_size: DEFAULT_BACKFILL_WRITE_BATCH_SIZE,
         }
     }
 }
@@ -614,6 +646,8 @@ impl fmt::Debug for HubConfig {
             .field("retry_initial_ms", &self.retry_initial_ms)
             .field("retry_max_ms", &self.retry_max_ms)
             .field("retry_max_attempts", &self.retry_max_attempts)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("max_requests_per_second", &self.max_requests_per_second)
             .finish()
     }
 }
@@ -826,6 +860,11 @@ impl HubConfig {
             host,
             port,
         })
+    }
+
+    /// The ceiling of requests per second, if there is one.
+    pub fn request_rate_ceiling(&self) -> Option<f64> {
+        (self.max_requests_per_second > 0).then(|| f64::from(self.max_requests_per_second))
     }
 
     /// Deadline of each unary call.
@@ -1213,6 +1252,7 @@ impl Config {
         );
         check.at_least_one("hub.retry_initial_ms", hub.retry_initial_ms);
         check.at_least_one("hub.retry_max_attempts", hub.retry_max_attempts);
+        check.at_least_one("hub.max_concurrent_requests", hub.max_concurrent_requests);
         if hub.retry_max_ms < hub.retry_initial_ms {
             check.fail(
                 "hub.retry_max_ms",
@@ -1246,6 +1286,8 @@ impl Config {
             backfill.visibility_timeout_seconds,
         );
         check.at_least_one("backfill.max_attempts", backfill.max_attempts);
+        check.at_least_one("backfill.retry_delay_ms", backfill.retry_delay_ms);
+        check.at_least_one("backfill.write_batch_size", backfill.write_batch_size);
 
         check.port("rest.port", self.rest.port);
         check.port("mcp.port", self.mcp.port);

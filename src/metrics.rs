@@ -26,6 +26,8 @@ pub const LABEL_REASON: &str = "reason";
 pub const LABEL_METHOD: &str = "method";
 /// Label: gRPC status code name, such as `unavailable`.
 pub const LABEL_CODE: &str = "code";
+/// Label: the state of backfill jobs or FIDs (`queued`, `in_progress`, `failed`, ...).
+pub const LABEL_STATE: &str = "state";
 
 /// Counter {shard}: hub events received on the subscription.
 pub const HUB_EVENTS_RECEIVED_TOTAL: &str = "waypoint_hub_events_received_total";
@@ -47,6 +49,11 @@ pub const HUB_GAPS_REPAIRED_TOTAL: &str = "waypoint_hub_gaps_repaired_total";
 pub const HUB_BACKFILL_NEEDED: &str = "waypoint_hub_backfill_needed";
 /// Counter {method, code}: failed hub requests.
 pub const HUB_REQUEST_ERRORS_TOTAL: &str = "waypoint_hub_request_errors_total";
+/// Gauge: unary hub requests per second allowed now (lowered while the hub pushes back; 0: no
+/// limit).
+pub const HUB_REQUEST_RATE_LIMIT: &str = "waypoint_hub_request_rate_limit";
+/// Counter: times the request rate was lowered because the hub pushed back.
+pub const HUB_REQUEST_SLOWDOWNS_TOTAL: &str = "waypoint_hub_request_slowdowns_total";
 /// Counter {reason}: messages rejected by hash or signature verification.
 pub const HUB_VERIFICATION_FAILURES_TOTAL: &str = "waypoint_hub_verification_failures_total";
 /// Counter: messages dropped because their FID is labelled spam.
@@ -71,6 +78,25 @@ pub const STORE_ROWS_WRITTEN_TOTAL: &str = "waypoint_store_rows_written_total";
 pub const STORE_ANALYZE_RUNS_TOTAL: &str = "waypoint_store_analyze_runs_total";
 /// Histogram {stream}: time to apply one batch to PostgreSQL.
 pub const STORE_APPLY_BATCH_DURATION_SECONDS: &str = "waypoint_store_apply_batch_duration_seconds";
+/// Gauge {state}: backfill jobs in the queue's books (`queued`, `delayed`, `in_progress`,
+/// `failed`), over every worker process.
+pub const BACKFILL_JOBS: &str = "waypoint_backfill_jobs";
+/// Gauge {state}: FIDs in the queue's books (`done`, `pending`, `failed`).
+pub const BACKFILL_FIDS: &str = "waypoint_backfill_fids";
+/// Counter: backfill jobs this process completed.
+pub const BACKFILL_JOBS_COMPLETED_TOTAL: &str = "waypoint_backfill_jobs_completed_total";
+/// Counter: failed attempts of backfill jobs in this process that were queued again.
+pub const BACKFILL_JOB_RETRIES_TOTAL: &str = "waypoint_backfill_job_retries_total";
+/// Counter: backfill jobs (or the FIDs left of them) moved to the failed list by this process.
+pub const BACKFILL_JOBS_FAILED_TOTAL: &str = "waypoint_backfill_jobs_failed_total";
+/// Counter: FIDs backfilled by this process.
+pub const BACKFILL_FIDS_TOTAL: &str = "waypoint_backfill_fids_total";
+/// Counter: messages fetched and written by this process's backfill.
+pub const BACKFILL_MESSAGES_TOTAL: &str = "waypoint_backfill_messages_total";
+/// Counter {table}: live rows the backfill took out because the hub no longer holds them.
+pub const BACKFILL_ROWS_REMOVED_TOTAL: &str = "waypoint_backfill_rows_removed_total";
+/// Histogram: time to backfill one FID.
+pub const BACKFILL_FID_DURATION_SECONDS: &str = "waypoint_backfill_fid_duration_seconds";
 /// Gauge: 1 when the last PostgreSQL check succeeded, else 0.
 pub const DATABASE_UP: &str = "waypoint_database_up";
 /// Gauge: 1 when the last Redis check succeeded, else 0.
@@ -79,6 +105,11 @@ pub const REDIS_UP: &str = "waypoint_redis_up";
 /// Batch apply times range from a millisecond (a few rows) to seconds (a stalled database).
 const APPLY_BATCH_BUCKETS_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A FID's backfill: milliseconds for a new account, minutes for one with 100,000s of messages.
+const FID_DURATION_BUCKETS_SECONDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// Hub-to-row lag: milliseconds when keeping up, seconds to minutes while catching up.
@@ -104,6 +135,12 @@ pub fn install() -> PrometheusHandle {
                     builder.set_buckets_for_metric(
                         Matcher::Full(STREAM_APPLY_LAG_SECONDS.to_owned()),
                         APPLY_LAG_BUCKETS_SECONDS,
+                    )
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(BACKFILL_FID_DURATION_SECONDS.to_owned()),
+                        FID_DURATION_BUCKETS_SECONDS,
                     )
                 })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
@@ -227,6 +264,60 @@ pub fn describe() {
         "1 when the last PostgreSQL check succeeded, else 0"
     );
     describe_gauge!(REDIS_UP, "1 when the last Redis check succeeded, else 0");
+    describe_gauge!(
+        HUB_REQUEST_RATE_LIMIT,
+        "Unary hub requests per second allowed now, lowered while the hub pushes back (0: no limit)"
+    );
+    describe_counter!(
+        HUB_REQUEST_SLOWDOWNS_TOTAL,
+        Unit::Count,
+        "Times the hub request rate was lowered because the hub answered RESOURCE_EXHAUSTED or UNAVAILABLE"
+    );
+    describe_gauge!(
+        BACKFILL_JOBS,
+        Unit::Count,
+        "Backfill jobs in the queue's books, per state (queued, delayed, in_progress, failed)"
+    );
+    describe_gauge!(
+        BACKFILL_FIDS,
+        Unit::Count,
+        "FIDs in the backfill queue's books, per state (done, pending, failed)"
+    );
+    describe_counter!(
+        BACKFILL_JOBS_COMPLETED_TOTAL,
+        Unit::Count,
+        "Backfill jobs completed by this process"
+    );
+    describe_counter!(
+        BACKFILL_JOB_RETRIES_TOTAL,
+        Unit::Count,
+        "Failed backfill job attempts queued again by this process"
+    );
+    describe_counter!(
+        BACKFILL_JOBS_FAILED_TOTAL,
+        Unit::Count,
+        "Backfill jobs moved to the failed list by this process"
+    );
+    describe_counter!(
+        BACKFILL_FIDS_TOTAL,
+        Unit::Count,
+        "FIDs backfilled by this process"
+    );
+    describe_counter!(
+        BACKFILL_MESSAGES_TOTAL,
+        Unit::Count,
+        "Messages fetched from the hub and written by this process's backfill"
+    );
+    describe_counter!(
+        BACKFILL_ROWS_REMOVED_TOTAL,
+        Unit::Count,
+        "Live rows taken out by the backfill because the hub no longer holds them, per table"
+    );
+    describe_histogram!(
+        BACKFILL_FID_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to backfill one FID"
+    );
     // Actor metrics (mailbox depth, capacity, handled, failures, restarts) are declared by the
     // supervision runtime.
     waypoint_actors::metrics::describe();
@@ -299,6 +390,17 @@ mod tests {
             STORE_APPLY_BATCH_DURATION_SECONDS,
             DATABASE_UP,
             REDIS_UP,
+            HUB_REQUEST_RATE_LIMIT,
+            HUB_REQUEST_SLOWDOWNS_TOTAL,
+            BACKFILL_JOBS,
+            BACKFILL_FIDS,
+            BACKFILL_JOBS_COMPLETED_TOTAL,
+            BACKFILL_JOB_RETRIES_TOTAL,
+            BACKFILL_JOBS_FAILED_TOTAL,
+            BACKFILL_FIDS_TOTAL,
+            BACKFILL_MESSAGES_TOTAL,
+            BACKFILL_ROWS_REMOVED_TOTAL,
+            BACKFILL_FID_DURATION_SECONDS,
         ] {
             assert!(name.starts_with("waypoint_"), "{name}");
             assert!(

@@ -37,6 +37,8 @@ fn options(uri: &str) -> ClientOptions {
             max: Duration::from_millis(400),
             max_attempts: 4,
         },
+        max_concurrent_requests: 64,
+        max_requests_per_second: None,
     }
 }
 

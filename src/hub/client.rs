@@ -27,6 +27,7 @@ use waypoint_proto::{
 
 use super::codec::RawResponseCodec;
 use super::error::HubError;
+use super::limit::Limiter;
 use crate::metrics::{HUB_REQUEST_ERRORS_TOTAL, LABEL_CODE, LABEL_METHOD};
 
 /// HTTP/2 keepalive ping interval: finds a dead connection within a minute even when idle.
@@ -68,6 +69,10 @@ pub struct ClientOptions {
     /// Receive limit per message.
     pub max_message_size: usize,
     pub retry: RetryPolicy,
+    /// Unary calls in flight at once, over every clone of the client.
+    pub max_concurrent_requests: usize,
+    /// Unary calls per second over every clone (None: no ceiling until the hub pushes back).
+    pub max_requests_per_second: Option<f64>,
 }
 
 /// Adds the configured metadata to every request.
@@ -97,6 +102,7 @@ pub struct Client {
     channel: Channel,
     headers: Headers,
     options: Arc<ClientOptions>,
+    limiter: Arc<Limiter>,
 }
 
 /// Raw HubEvent frames of a subscription, as the hub sent them.
@@ -142,11 +148,16 @@ impl Client {
         let headers = Headers(Arc::new(headers));
         let rpc = HubServiceClient::with_interceptor(channel.clone(), headers.clone())
             .max_decoding_message_size(options.max_message_size);
+        let limiter = Arc::new(Limiter::new(
+            options.max_concurrent_requests,
+            options.max_requests_per_second,
+        ));
         Ok(Client {
             rpc,
             channel,
             headers,
             options: Arc::new(options),
+            limiter,
         })
     }
 
@@ -155,7 +166,9 @@ impl Client {
         &self.options
     }
 
-    /// Runs one unary call with a deadline, retrying transient failures per the policy.
+    /// Runs one unary call with a deadline, retrying transient failures per the policy. Every
+    /// attempt waits for the process's hub limits (calls in flight, calls per second), and the
+    /// hub's answers adjust the rate.
     async fn unary<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
@@ -174,6 +187,7 @@ impl Client {
             attempt += 1;
             let mut message = tonic::Request::new(request.clone());
             message.set_timeout(deadline);
+            let permit = self.limiter.acquire().await;
             // The server's deadline, plus a client-side guard for a server that ignores it.
             let result = match tokio::time::timeout(
                 deadline + Duration::from_secs(1),
@@ -181,13 +195,22 @@ impl Client {
             )
             .await
             {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Ok(response)) => {
+                    self.limiter.answered();
+                    return Ok(response.into_inner());
+                }
                 Ok(Err(status)) => HubError::from_status(method, status, limit),
                 Err(_) => HubError::Deadline {
                     method,
                     seconds: deadline.as_secs(),
                 },
             };
+            drop(permit);
+            if result.is_overload() {
+                self.limiter.overloaded();
+            } else if result.is_answer() {
+                self.limiter.answered();
+            }
             metrics::counter!(HUB_REQUEST_ERRORS_TOTAL, LABEL_METHOD => method, LABEL_CODE => result.code_label())
                 .increment(1);
             if !result.is_retryable() || attempt >= self.options.retry.max_attempts.max(1) {
@@ -771,6 +794,8 @@ mod tests {
                 max: Duration::from_millis(1),
                 max_attempts: 1,
             },
+            max_concurrent_requests: 1,
+            max_requests_per_second: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

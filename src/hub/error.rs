@@ -52,6 +52,24 @@ impl HubError {
         }
     }
 
+    /// The hub (or what stands in front of it) says it cannot take more: RESOURCE_EXHAUSTED,
+    /// UNAVAILABLE, or a connection that failed or dropped. The request rate goes down.
+    pub fn is_overload(&self) -> bool {
+        match self {
+            HubError::Transport { .. } => true,
+            HubError::Status { code, .. } => {
+                matches!(code, Code::ResourceExhausted | Code::Unavailable)
+            }
+            _ => false,
+        }
+    }
+
+    /// The hub answered (an error about the request itself, such as NOT_FOUND), so it is
+    /// not overloaded.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, HubError::Status { .. } | HubError::TooLarge { .. }) && !self.is_overload()
+    }
+
     /// The gRPC code, as a bounded metric label.
     pub fn code_label(&self) -> &'static str {
         match self {

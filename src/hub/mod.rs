@@ -5,6 +5,7 @@ mod client;
 mod codec;
 mod error;
 pub mod ids;
+mod limit;
 pub mod verify;
 
 use std::time::Duration;
@@ -38,5 +39,8 @@ pub fn options_from_config(config: &HubConfig) -> ClientOptions {
             max: Duration::from_millis(config.retry_max_ms),
             max_attempts: config.retry_max_attempts,
         },
+        max_concurrent_requests: usize::try_from(config.max_concurrent_requests)
+            .unwrap_or(usize::MAX),
+        max_requests_per_second: config.request_rate_ceiling(),
     }
 }
