@@ -1,6 +1,8 @@
 //! The canonical content of a replica: what a correct Waypoint database must hold for a given
 //! hub history, table by table, in a form that can be compared and written as JSON.
 //!
+//! [`ReplicaState::live_only`] is the part a backfill into an empty database can know.
+//!
 //! Two independent sides produce it: the dev hub (`waypoint devhub --dump-state`) from its own
 //! in-memory store, and `store::state::read_replica` from PostgreSQL. Tests compare the two.
 //! Rows are sorted by their key so equal replicas serialise identically.
@@ -183,6 +185,41 @@ impl ReplicaState {
             &mut out,
         );
         out
+    }
+
+    /// What a replica built from the hub's current store alone holds (a backfill into an
+    /// empty database): the live rows. A removed, superseded, pruned or revoked message is
+    /// gone from the hub, so only a replica that saw it before it went can keep its row.
+    pub fn live_only(&self) -> ReplicaState {
+        ReplicaState {
+            casts: self.casts.iter().filter(|row| row.live).cloned().collect(),
+            reactions: self
+                .reactions
+                .iter()
+                .filter(|row| row.live)
+                .cloned()
+                .collect(),
+            links: self.links.iter().filter(|row| row.live).cloned().collect(),
+            verifications: self
+                .verifications
+                .iter()
+                .filter(|row| row.live)
+                .cloned()
+                .collect(),
+            user_data: self
+                .user_data
+                .iter()
+                .filter(|row| row.live)
+                .cloned()
+                .collect(),
+            username_proofs: self
+                .username_proofs
+                .iter()
+                .filter(|row| row.live)
+                .cloned()
+                .collect(),
+            onchain_events: self.onchain_events.clone(),
+        }
     }
 
     /// Number of rows over all tables.

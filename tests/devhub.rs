@@ -1737,6 +1737,7 @@ async fn run_serves_and_writes_the_dump_on_start_and_exit() {
         messages_per_fid: 10,
         live_rate: 0.0,
         block_time_ms: 20,
+        heavy_fid: Vec::new(),
         dump_state: Some(path.clone()),
         cut_subscribe_after: None,
         cut_cleanly: false,
@@ -1751,6 +1752,9 @@ async fn run_serves_and_writes_the_dump_on_start_and_exit() {
         merge_failure_rate: 0.0,
         compact_state_rate: 0.0,
         event_retention_blocks: None,
+        unavailable_fids: Vec::new(),
+        not_found_fids: Vec::new(),
+        rate_limit: None,
     };
     let expected = DevHub::build(args.options()).unwrap().dump_state();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

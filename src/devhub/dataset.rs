@@ -174,6 +174,8 @@ pub(crate) struct DatasetOptions {
     pub network: FarcasterNetwork,
     /// Live messages take the wall clock's time instead of continuing the history's clock.
     pub wall_clock: bool,
+    /// FIDs with exactly this many message slots instead of about `messages_per_fid`.
+    pub heavy_fids: Vec<(u64, u32)>,
 }
 
 /// One thing merged into the hub, in history order.
@@ -791,11 +793,16 @@ fn plan_fid(options: &DatasetOptions, fid: u64) -> FidPlan {
     );
 
     // Message slots between registration and the end of the history.
-    let target = options.messages_per_fid;
-    let num_slots = if target == 0 {
-        0
-    } else {
-        target / 2 + rng.random_range(0..=target)
+    let heavy = options
+        .heavy_fids
+        .iter()
+        .find(|(heavy, _)| *heavy == fid)
+        .map(|(_, messages)| *messages);
+    let target = heavy.unwrap_or(options.messages_per_fid);
+    let num_slots = match heavy {
+        Some(exactly) => exactly,
+        None if target == 0 => 0,
+        None => target / 2 + rng.random_range(0..=target),
     };
     let first_message = name_time + 60;
     let mut times: Vec<u32> = (0..num_slots)
@@ -836,7 +843,13 @@ fn plan_fid(options: &DatasetOptions, fid: u64) -> FidPlan {
         let kind = if index < profile.len() {
             profile[index]
         } else {
-            let roll = rng.random_range(0..1000);
+            // A heavy fid only casts: every slot is a message its store keeps, so its history
+            // is exactly as long as asked for.
+            let roll = if heavy.is_some() {
+                rng.random_range(0..370)
+            } else {
+                rng.random_range(0..1000)
+            };
             match roll {
                 0..=239 => SlotKind::Cast(CastPlan::Standalone),
                 240..=339 => SlotKind::Cast(CastPlan::Reply),
@@ -1197,26 +1210,27 @@ pub(crate) fn build(options: &DatasetOptions) -> Dataset {
 
     let keys_ref = &keys;
     let targets_ref = &targets;
-    let per_fid: Vec<Vec<(Timed, Option<Arc<Message>>)>> = parallel_map(plans, |plan| {
-        let fid = plan.fid;
-        let key = &keys_ref[(fid - 1) as usize];
-        fill_fid(options, plan, targets_ref)
-            .into_iter()
-            .map(|mut timed| {
-                let signed = match std::mem::replace(
-                    &mut timed.item,
-                    TimedItem::Proof(UserNameProof::default()),
-                ) {
-                    TimedItem::Message(unsigned) => Some(Arc::new(unsigned.sign(key))),
-                    other => {
-                        timed.item = other;
-                        None
-                    }
-                };
-                (timed, signed)
-            })
-            .collect()
-    });
+    let unsigned: Vec<Timed> = parallel_map(plans, |plan| fill_fid(options, plan, targets_ref))
+        .into_iter()
+        .flatten()
+        .collect();
+    // Signed item by item rather than fid by fid, so a fid with a very large history is
+    // signed on every core too.
+    let per_fid: Vec<Vec<(Timed, Option<Arc<Message>>)>> =
+        vec![parallel_map(unsigned, |mut timed| {
+            let key = &keys_ref[(timed.fid - 1) as usize];
+            let signed = match std::mem::replace(
+                &mut timed.item,
+                TimedItem::Proof(UserNameProof::default()),
+            ) {
+                TimedItem::Message(unsigned) => Some(Arc::new(unsigned.sign(key))),
+                other => {
+                    timed.item = other;
+                    None
+                }
+            };
+            (timed, signed)
+        })];
 
     let mut fid_last_timestamp = vec![0u32; options.num_fids as usize];
     let mut num_messages = 0;
@@ -1479,6 +1493,7 @@ mod tests {
             messages_per_fid,
             network: FarcasterNetwork::Mainnet,
             wall_clock: false,
+            heavy_fids: Vec::new(),
         }
     }
 

@@ -47,6 +47,13 @@ pub struct Faults {
     /// Keep only the newest this-many blocks of each shard's event log; older events are gone
     /// from GetEvents and Subscribe replay, as after the node's retention job.
     pub event_retention_blocks: Option<u64>,
+    /// Every per-FID read of these FIDs answers UNAVAILABLE, as a shard that is down would.
+    pub unavailable_fids: Vec<u64>,
+    /// Every per-FID read of these FIDs answers NOT_FOUND.
+    pub not_found_fids: Vec<u64>,
+    /// Requests beyond this many per second (over the whole server) are refused with
+    /// RESOURCE_EXHAUSTED, as a hosted hub's rate limit does.
+    pub rate_limit_per_second: Option<u32>,
 }
 
 impl Faults {
@@ -74,7 +81,23 @@ impl Faults {
         if self.event_retention_blocks == Some(0) {
             return Err("event_retention_blocks must be at least 1".to_string());
         }
+        if self.rate_limit_per_second == Some(0) {
+            return Err("rate_limit_per_second must be at least 1".to_string());
+        }
         Ok(())
+    }
+
+    /// The status a per-FID read of `fid` answers instead of its data, if any.
+    pub(crate) fn fid_status(&self, fid: u64) -> Option<tonic::Status> {
+        if self.unavailable_fids.contains(&fid) {
+            Some(tonic::Status::unavailable(format!(
+                "shard store for fid {fid} is unavailable"
+            )))
+        } else if self.not_found_fids.contains(&fid) {
+            Some(tonic::Status::not_found(format!("fid {fid} not found")))
+        } else {
+            None
+        }
     }
 
     /// The step the live generator takes instead of a plain message, if any.

@@ -45,7 +45,7 @@ mod store;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,9 @@ pub struct DevHubArgs {
     /// Time between blocks, per shard, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub block_time_ms: u64,
+    /// A FID with a history of exactly N messages (repeatable): `--heavy-fid 7=200000`.
+    #[arg(long, value_name = "FID=N", value_parser = parse_heavy_fid)]
+    pub heavy_fid: Vec<(u64, u32)>,
     /// Write the expected replica state (pretty JSON) here after the build and on shutdown.
     #[arg(long)]
     pub dump_state: Option<PathBuf>,
@@ -146,6 +149,25 @@ pub struct DevHubArgs {
     /// Keep only the newest N blocks of each shard's event log.
     #[arg(long, help_heading = "Fault injection")]
     pub event_retention_blocks: Option<u64>,
+    /// Per-FID reads of these FIDs answer UNAVAILABLE.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FID,...",
+        help_heading = "Fault injection"
+    )]
+    pub unavailable_fids: Vec<u64>,
+    /// Per-FID reads of these FIDs answer NOT_FOUND.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FID,...",
+        help_heading = "Fault injection"
+    )]
+    pub not_found_fids: Vec<u64>,
+    /// Refuse requests beyond N per second with RESOURCE_EXHAUSTED (a hosted hub's limit).
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    pub rate_limit: Option<u32>,
 }
 
 impl DevHubArgs {
@@ -165,6 +187,9 @@ impl DevHubArgs {
             merge_failure_rate: self.merge_failure_rate,
             compact_state_rate: self.compact_state_rate,
             event_retention_blocks: self.event_retention_blocks,
+            unavailable_fids: self.unavailable_fids.clone(),
+            not_found_fids: self.not_found_fids.clone(),
+            rate_limit_per_second: self.rate_limit,
         }
     }
 
@@ -179,9 +204,29 @@ impl DevHubArgs {
             block_time: Some(Duration::from_millis(self.block_time_ms)),
             faults: self.faults(),
             live_wall_clock: true,
+            heavy_fids: self.heavy_fid.clone(),
             ..DevHubOptions::default()
         }
     }
+}
+
+/// `FID=N` of `--heavy-fid`.
+fn parse_heavy_fid(text: &str) -> Result<(u64, u32), String> {
+    let (fid, messages) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not FID=N"))?;
+    let fid: u64 = fid
+        .trim()
+        .parse()
+        .map_err(|error| format!("fid {fid:?}: {error}"))?;
+    let messages: u32 = messages
+        .trim()
+        .parse()
+        .map_err(|error| format!("message count {messages:?}: {error}"))?;
+    if fid == 0 {
+        return Err("fid 0 does not exist: fids start at 1".into());
+    }
+    Ok((fid, messages))
 }
 
 /// What to build and how to run it.
@@ -205,6 +250,9 @@ pub struct DevHubOptions {
     /// instead of continuing the history's clock one second per block (the default: a seed
     /// and a sequence of `append_live` calls then give the same messages on every run).
     pub live_wall_clock: bool,
+    /// FIDs with a history of exactly this many messages (before CRDT merges) instead of
+    /// about `messages_per_fid`: accounts with a very large history.
+    pub heavy_fids: Vec<(u64, u32)>,
 }
 
 impl Default for DevHubOptions {
@@ -220,6 +268,7 @@ impl Default for DevHubOptions {
             version: DEFAULT_VERSION.to_string(),
             network: FarcasterNetwork::Mainnet,
             live_wall_clock: false,
+            heavy_fids: Vec::new(),
         }
     }
 }
@@ -244,6 +293,17 @@ impl DevHubOptions {
                 "fids",
                 self.num_fids.to_string(),
                 "fids must fit in 32 bits",
+            ));
+        }
+        if let Some((fid, _)) = self
+            .heavy_fids
+            .iter()
+            .find(|(fid, _)| *fid == 0 || *fid > self.num_fids)
+        {
+            return Err(invalid(
+                "heavy_fids",
+                fid.to_string(),
+                "must be one of the dataset's fids (1 to --fids)",
             ));
         }
         if !self.live_rate.is_finite() || self.live_rate < 0.0 {
@@ -314,6 +374,10 @@ pub(crate) struct Shared {
     /// Ends every Subscribe stream at shutdown (graceful shutdown waits for open streams).
     pub(crate) cancel: CancellationToken,
     pub(crate) next_subscriber: AtomicU64,
+    /// Requests admitted in the current second, for `rate_limit_per_second`.
+    rate_window: Mutex<(Instant, u32)>,
+    /// Requests refused by the rate limit.
+    rate_limited: AtomicU64,
 }
 
 impl Shared {
@@ -348,6 +412,29 @@ impl Shared {
             state.live_step(&faults);
         }
         state.commit_round(ids::farcaster_now(), faults.event_retention_blocks);
+    }
+
+    /// Admits a request, or refuses it with RESOURCE_EXHAUSTED over the injected rate limit.
+    fn admit(&self) -> Result<(), tonic::Status> {
+        let Some(limit) = self.faults().rate_limit_per_second else {
+            return Ok(());
+        };
+        let mut window = self
+            .rate_window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if now.duration_since(window.0) >= Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        if window.1 >= limit {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(tonic::Status::resource_exhausted(format!(
+                "rate limit of {limit} requests per second exceeded"
+            )));
+        }
+        window.1 += 1;
+        Ok(())
     }
 
     fn remember_headers(&self, metadata: &tonic::metadata::MetadataMap) {
@@ -395,6 +482,7 @@ impl DevHub {
             messages_per_fid: options.messages_per_fid,
             network: options.network,
             wall_clock: options.live_wall_clock,
+            heavy_fids: options.heavy_fids.clone(),
         };
         let (mut state, stats) = HubState::build(dataset_options, &senders, ids::farcaster_now());
         state.apply_retention(options.faults.event_retention_blocks);
@@ -409,6 +497,8 @@ impl DevHub {
             seed: options.seed,
             cancel: CancellationToken::new(),
             next_subscriber: AtomicU64::new(0),
+            rate_window: Mutex::new((Instant::now(), 0)),
+            rate_limited: AtomicU64::new(0),
         });
         Ok(DevHub {
             shared,
@@ -452,6 +542,7 @@ impl DevHub {
             server::HubServer::new(self.shared.clone()),
             move |request: tonic::Request<()>| {
                 recorder.remember_headers(request.metadata());
+                recorder.admit()?;
                 Ok(request)
             },
         );
@@ -588,6 +679,11 @@ impl DevHubHandle {
     /// Number of data shards.
     pub fn num_shards(&self) -> u32 {
         self.shared.num_shards
+    }
+
+    /// Requests refused with RESOURCE_EXHAUSTED by the injected rate limit so far.
+    pub fn rate_limited_requests(&self) -> u64 {
+        self.shared.rate_limited.load(Ordering::Relaxed)
     }
 
     /// The distinct request metadata (ASCII headers) the server has seen, first seen first.

@@ -52,10 +52,20 @@ impl HubServer {
         self.shared.num_shards
     }
 
-    /// The data shard of a fid, as a node's `get_stores_for` computes it.
+    /// The data shard of a fid, as a node's `get_stores_for` computes it (or the injected
+    /// failure of the fid's reads).
     fn shard_for(&self, fid: u64) -> Result<u32, Status> {
+        self.check_fid(fid)?;
         ids::shard_for_fid(fid, self.num_shards())
             .ok_or_else(|| Status::invalid_argument(format!("no shard store for fid {fid}")))
+    }
+
+    /// The injected failure of a fid's reads, if any.
+    fn check_fid(&self, fid: u64) -> Result<(), Status> {
+        match self.shared.faults().fid_status(fid) {
+            Some(status) => Err(status),
+            None => Ok(()),
+        }
     }
 
     fn check_shard(&self, shard: u32) -> Result<(), Status> {
@@ -635,6 +645,7 @@ impl HubService for HubServer {
         request: Request<FidRequest>,
     ) -> Result<Response<UsernameProofsResponse>, Status> {
         let request = request.into_inner();
+        self.check_fid(request.fid)?;
         let state = self.shared.read_state();
         // Each shard's user data store indexes the fid's latest fname, and fnames are mirrored
         // to every shard: the node returns one copy per shard.
@@ -684,6 +695,7 @@ impl HubService for HubServer {
         request: Request<OnChainEventRequest>,
     ) -> Result<Response<OnChainEventResponse>, Status> {
         let request = request.into_inner();
+        self.check_fid(request.fid)?;
         OnChainEventType::try_from(request.event_type)
             .map_err(|_| Status::invalid_argument("Invalid event type"))?;
         // Paging is ignored: every event of the type, no token.
@@ -707,6 +719,7 @@ impl HubService for HubServer {
         request: Request<FidRequest>,
     ) -> Result<Response<OnChainEvent>, Status> {
         let request = request.into_inner();
+        self.check_fid(request.fid)?;
         let events = self.read(|state| {
             state
                 .store_for(request.fid)

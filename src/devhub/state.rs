@@ -373,16 +373,27 @@ fn merge_shard_history(
                 );
             }
             Item::Proof(proof) => {
-                if let Ok(replaced) = store.merge_username_proof(proof.clone()) {
+                if let Ok(merged) = store.merge_username_proof(proof.clone()) {
                     log.push(
                         HubEventType::MergeUsernameProof,
                         hub_event::Body::MergeUsernameProofBody(MergeUserNameProofBody {
                             username_proof: Some(proof),
-                            deleted_username_proof: replaced,
+                            deleted_username_proof: merged.replaced,
                             username_proof_message: None,
                             deleted_username_proof_message: None,
                         }),
                     );
+                    for released in merged.released {
+                        log.push(
+                            HubEventType::MergeUsernameProof,
+                            hub_event::Body::MergeUsernameProofBody(MergeUserNameProofBody {
+                                username_proof: None,
+                                deleted_username_proof: Some(released),
+                                username_proof_message: None,
+                                deleted_username_proof_message: None,
+                            }),
+                        );
+                    }
                 }
             }
         }

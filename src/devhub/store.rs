@@ -150,6 +150,15 @@ pub(crate) struct BadPageToken {
     pub len: usize,
 }
 
+/// What merging a fname proof changed besides adding it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MergedProof {
+    /// The proof the name had (it moved to another fid).
+    pub replaced: Option<UserNameProof>,
+    /// The fnames the proof's fid held until now (released: a fid holds one at a time).
+    pub released: Vec<UserNameProof>,
+}
+
 /// A fname proof as merged, with whether it is still current.
 #[derive(Debug, Clone)]
 struct ProofRow {
@@ -624,13 +633,15 @@ impl Store {
             .push(event);
     }
 
-    /// Merges a fname proof. Ok holds the proof it replaced (a transfer), if any; a proof
-    /// older than the current one for the name is rejected.
+    /// Merges a fname proof. Ok holds the proof it replaced (a transfer of the name), if any,
+    /// and the fnames its fid held until now: a fid holds one fname at a time, so a name it
+    /// receives releases the one it had. A proof older than the current one for the name is
+    /// rejected.
     pub(crate) fn merge_username_proof(
         &mut self,
         proof: UserNameProof,
-    ) -> Result<Option<UserNameProof>, MergeError> {
-        match self.proofs.get_mut(&proof.name) {
+    ) -> Result<MergedProof, MergeError> {
+        let replaced = match self.proofs.get_mut(&proof.name) {
             Some(row) if row.live => {
                 let newer = (proof.timestamp, proof.fid) > (row.proof.timestamp, row.proof.fid);
                 if !newer {
@@ -640,15 +651,27 @@ impl Store {
                         MergeError::Conflict
                     });
                 }
-                let old = std::mem::replace(&mut row.proof, proof);
-                Ok(Some(old))
+                Some(std::mem::replace(&mut row.proof, proof.clone()))
             }
             _ => {
-                self.proofs
-                    .insert(proof.name.clone(), ProofRow { proof, live: true });
-                Ok(None)
+                self.proofs.insert(
+                    proof.name.clone(),
+                    ProofRow {
+                        proof: proof.clone(),
+                        live: true,
+                    },
+                );
+                None
+            }
+        };
+        let mut released = Vec::new();
+        for row in self.proofs.values_mut() {
+            if row.live && row.proof.fid == proof.fid && row.proof.name != proof.name {
+                row.live = false;
+                released.push(row.proof.clone());
             }
         }
+        Ok(MergedProof { replaced, released })
     }
 
     // ---- queries ----
