@@ -11,6 +11,7 @@
 //! | username_proofs | name | one row: the newest proof; a matching deleted proof takes it out |
 //! | onchain_events | (chain_id, tx_hash, log_index) | append-only |
 //! | any message | hash | PRUNE/REVOKE take it out, also when it arrives later; a pruned winner still wins its key |
+//! | any message | hash | a backfill that finds the hub no longer holds it takes it out the same way (tombstone reason 3) |
 //!
 //! Removes and tombstones are kept in internal tables (`crdt_removes`, `message_tombstones`,
 //! `username_proof_removals`) so the order of arrival does not matter. A batch is one
@@ -96,7 +97,7 @@ pub async fn apply_events(
     for (index, input) in events.iter().enumerate() {
         batch.add_event(index, input.event, options.store_messages);
     }
-    write(client, batch).await
+    write(client, &batch).await
 }
 
 /// Applies messages as the hub's store holds them (the backfill path), with the same rules.
@@ -109,18 +110,27 @@ pub async fn apply_messages(
     for (index, message) in messages.iter().enumerate() {
         batch.add_message(index, message, options.store_messages);
     }
+    write(client, &batch).await
+}
+
+/// Applies rows already gathered into a batch (the backfill gathers the pages of many FIDs,
+/// their on-chain events, username proofs and the rows the hub no longer holds).
+pub async fn apply_batch(
+    client: &mut deadpool_postgres::Client,
+    batch: &Batch,
+) -> Result<Applied, ApplyError> {
     write(client, batch).await
 }
 
 async fn write(
     client: &mut deadpool_postgres::Client,
-    mut batch: Batch,
+    batch: &Batch,
 ) -> Result<Applied, ApplyError> {
     let mut applied = Applied {
         rows_written: BTreeMap::new(),
-        skipped: std::mem::take(&mut batch.skipped),
+        skipped: batch.skipped.clone(),
     };
-    let locks = lock_ids(&batch);
+    let locks = lock_ids(batch);
     let tx = client.transaction().await?;
     // Every statement below reaches rows by key through an index. With batches of thousands
     // of keys against tables of a few hundred thousand rows the planner prices a hash join
@@ -139,16 +149,16 @@ async fn write(
         tx: &tx,
         written: &mut applied.rows_written,
     };
-    writer.tombstones(&batch).await?;
-    writer.removes(&batch).await?;
-    writer.casts(&batch).await?;
-    writer.reactions(&batch).await?;
-    writer.links(&batch).await?;
-    writer.verifications(&batch).await?;
-    writer.user_data(&mut batch).await?;
-    writer.username_proofs(&mut batch).await?;
-    writer.onchain(&batch).await?;
-    writer.messages(&batch).await?;
+    writer.tombstones(batch).await?;
+    writer.removes(batch).await?;
+    writer.casts(batch).await?;
+    writer.reactions(batch).await?;
+    writer.links(batch).await?;
+    writer.verifications(batch).await?;
+    writer.user_data(batch).await?;
+    writer.username_proofs(batch).await?;
+    writer.onchain(batch).await?;
+    writer.messages(batch).await?;
     tx.commit().await?;
     Ok(applied)
 }
@@ -198,6 +208,7 @@ fn lock_ids(batch: &Batch) -> Vec<i64> {
         // Tombstones touch rows of any set: serialise them with every set.
         sets.extend([1, 2, 3, 4, 5]);
     }
+    sets.extend(batch.rechecks.iter().map(|recheck| recheck.set_kind as i64));
     sets.into_iter().map(|set| NAMESPACE | set).collect()
 }
 
@@ -655,7 +666,7 @@ impl Writer<'_, '_> {
         Ok(())
     }
 
-    async fn user_data(&mut self, batch: &mut Batch) -> Result<(), ApplyError> {
+    async fn user_data(&mut self, batch: &Batch) -> Result<(), ApplyError> {
         if batch.user_data.is_empty() {
             return Ok(());
         }
@@ -692,7 +703,7 @@ impl Writer<'_, '_> {
         Ok(())
     }
 
-    async fn username_proofs(&mut self, batch: &mut Batch) -> Result<(), ApplyError> {
+    async fn username_proofs(&mut self, batch: &Batch) -> Result<(), ApplyError> {
         if !batch.proof_removals.is_empty() {
             let names: Vec<&str> = batch
                 .proof_removals
@@ -822,7 +833,8 @@ impl Writer<'_, '_> {
     }
 }
 
-/// The (fid, key) pairs of a keyed set that the batch touches: its adds and its removes.
+/// The (fid, key) pairs of a keyed set that the batch touches: its adds, its removes and the
+/// keys it asks to recheck.
 fn touched_keys<'a>(
     batch: &'a Batch,
     kind: SetKind,
@@ -835,6 +847,13 @@ fn touched_keys<'a>(
                 .iter()
                 .filter(|remove| remove.set_kind == kind)
                 .map(|remove| (remove.fid, remove.crdt_key.clone())),
+        )
+        .chain(
+            batch
+                .rechecks
+                .iter()
+                .filter(|recheck| recheck.set_kind == kind)
+                .map(|recheck| (recheck.fid, recheck.key.clone())),
         )
         .collect()
 }

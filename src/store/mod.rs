@@ -3,8 +3,10 @@
 
 mod analyze;
 pub mod apply;
+pub mod meta;
 mod migrate;
 mod pool;
+pub mod reconcile;
 pub mod rows;
 pub mod state;
 

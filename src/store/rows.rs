@@ -150,14 +150,33 @@ pub struct CompactStateRow {
     pub target_fids: Vec<i64>,
 }
 
-/// A message taken out of the live set by PRUNE_MESSAGE or REVOKE_MESSAGE.
+/// A message taken out of the live set by PRUNE_MESSAGE or REVOKE_MESSAGE, or because a
+/// backfill found the hub no longer holds it.
 #[derive(Debug, Clone)]
 pub struct TombstoneRow {
     pub hash: Vec<u8>,
-    /// 1 pruned, 2 revoked.
+    /// [`TOMBSTONE_PRUNED`], [`TOMBSTONE_REVOKED`] or [`TOMBSTONE_GONE`].
     pub reason: i16,
     /// Unix seconds.
     pub at: i64,
+}
+
+/// `message_tombstones.reason`: PRUNE_MESSAGE.
+pub const TOMBSTONE_PRUNED: i16 = 1;
+/// `message_tombstones.reason`: REVOKE_MESSAGE.
+pub const TOMBSTONE_REVOKED: i16 = 2;
+/// `message_tombstones.reason`: a backfill found the hub no longer holds the message (it was
+/// pruned, revoked or removed while nobody listened).
+pub const TOMBSTONE_GONE: i16 = 3;
+
+/// A key of a keyed set whose liveness must be decided again (its rows changed outside the
+/// batch's own messages, e.g. a tombstone from a backfill).
+#[derive(Debug, Clone)]
+pub struct RecheckRow {
+    pub set_kind: SetKind,
+    pub fid: i64,
+    /// `crdt_key` (reactions, links) or the address (verifications).
+    pub key: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +191,7 @@ pub struct MessageRow {
 }
 
 /// Rows of one batch, by table.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub casts: Vec<CastRow>,
     pub reactions: Vec<ReactionRow>,
@@ -185,6 +204,7 @@ pub struct Batch {
     pub onchain: Vec<OnchainRow>,
     pub compact_states: Vec<CompactStateRow>,
     pub tombstones: Vec<TombstoneRow>,
+    pub rechecks: Vec<RecheckRow>,
     pub messages: Vec<MessageRow>,
     /// Inputs (by index) that produced nothing, and why.
     pub skipped: Vec<(usize, SkipReason)>,
@@ -216,7 +236,7 @@ impl Batch {
             Some(hub_event::Body::PruneMessageBody(body)) => match &body.message {
                 Some(message) => {
                     let origin = Origin::Removed {
-                        reason: 1,
+                        reason: TOMBSTONE_PRUNED,
                         at: event_time,
                     };
                     self.add_message_as(index, message, origin, store_messages)
@@ -229,7 +249,7 @@ impl Batch {
             Some(hub_event::Body::RevokeMessageBody(body)) => match &body.message {
                 Some(message) => {
                     let origin = Origin::Removed {
-                        reason: 2,
+                        reason: TOMBSTONE_REVOKED,
                         at: event_time,
                     };
                     self.add_message_as(index, message, origin, store_messages)
@@ -284,6 +304,73 @@ impl Batch {
     /// Adds the rows of a message as the hub's store holds it (backfill: `GetAll*` pages).
     pub fn add_message(&mut self, index: usize, message: &Message, store_messages: bool) {
         self.add_message_as(index, message, Origin::Merged, store_messages);
+    }
+
+    /// Adds an on-chain event as the hub holds it (backfill: `GetOnChainEvents`).
+    pub fn add_onchain_event(&mut self, event: &OnChainEvent) {
+        self.onchain.push(onchain_row(event));
+    }
+
+    /// Adds a username proof as the hub holds it (backfill: `GetUserNameProofsByFid`).
+    pub fn add_username_proof(&mut self, proof: &UserNameProof) {
+        self.proofs.push(proof_row(proof));
+    }
+
+    /// Takes a message out of the live set because the hub no longer holds it; `recheck`
+    /// names its key when it belongs to a keyed set, so the key's winner is decided again.
+    pub fn add_gone(&mut self, hash: Vec<u8>, at: i64, recheck: Option<RecheckRow>) {
+        self.tombstones.push(TombstoneRow {
+            hash,
+            reason: TOMBSTONE_GONE,
+            at,
+        });
+        self.rechecks.extend(recheck);
+    }
+
+    /// Takes a username proof out of the live set because the hub no longer lists it for its
+    /// fid.
+    pub fn add_proof_gone(&mut self, username: String, fid: i64, timestamp: i64, at: i64) {
+        self.proof_removals.push(ProofRemovalRow {
+            username,
+            fid,
+            timestamp,
+            at,
+        });
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.casts.is_empty()
+            && self.reactions.is_empty()
+            && self.links.is_empty()
+            && self.verifications.is_empty()
+            && self.removes.is_empty()
+            && self.user_data.is_empty()
+            && self.proofs.is_empty()
+            && self.proof_removals.is_empty()
+            && self.onchain.is_empty()
+            && self.compact_states.is_empty()
+            && self.tombstones.is_empty()
+            && self.rechecks.is_empty()
+            && self.messages.is_empty()
+    }
+
+    /// Adds another batch's rows to this one (skips keep their own indexes).
+    pub fn extend(&mut self, other: Batch) {
+        self.casts.extend(other.casts);
+        self.reactions.extend(other.reactions);
+        self.links.extend(other.links);
+        self.verifications.extend(other.verifications);
+        self.removes.extend(other.removes);
+        self.user_data.extend(other.user_data);
+        self.proofs.extend(other.proofs);
+        self.proof_removals.extend(other.proof_removals);
+        self.onchain.extend(other.onchain);
+        self.compact_states.extend(other.compact_states);
+        self.tombstones.extend(other.tombstones);
+        self.rechecks.extend(other.rechecks);
+        self.messages.extend(other.messages);
+        self.skipped.extend(other.skipped);
     }
 
     fn skip(&mut self, index: usize, reason: SkipReason) {
