@@ -2,6 +2,7 @@
 //! via Redis Streams, and serves it over REST and MCP.
 
 pub mod api;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod devhub;

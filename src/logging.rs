@@ -2,8 +2,15 @@
 //!
 //! The filter comes from `RUST_LOG` when it is set (operators expect that to win), else from
 //! `logging.level`. stdout stays free for command output such as `config check`.
+//!
+//! While a command shows a progress bar on the terminal ([`show_progress_bar`]), log lines are
+//! written above it instead of through it.
+
+use std::io::Write;
+use std::sync::{Mutex, PoisonError};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, LoggingConfig};
@@ -34,7 +41,7 @@ pub fn init(config: &LoggingConfig) -> Result<bool, LoggingError> {
     let (filter, rust_log_problem) = filter(config)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Stderr)
         // Colours only on a terminal: log files and container logs get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let installed = match config.format {
@@ -55,6 +62,62 @@ pub fn init(config: &LoggingConfig) -> Result<bool, LoggingError> {
         );
     }
     Ok(installed)
+}
+
+/// The progress bar on the terminal, while one is shown.
+static PROGRESS_BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Log lines go above `bar` until [`hide_progress_bar`].
+pub fn show_progress_bar(bar: indicatif::ProgressBar) {
+    *PROGRESS_BAR.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar);
+}
+
+/// Log lines go straight to stderr again.
+pub fn hide_progress_bar() {
+    PROGRESS_BAR
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+}
+
+/// Whether a progress bar shows progress (so periodic progress log lines are not needed).
+pub fn progress_bar_shown() -> bool {
+    PROGRESS_BAR
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some()
+}
+
+/// stderr, writing above the progress bar when one is shown.
+struct Stderr;
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = StderrLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        StderrLine
+    }
+}
+
+/// One formatted log line on its way to stderr.
+struct StderrLine;
+
+impl Write for StderrLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = PROGRESS_BAR
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// `RUST_LOG` when set and valid, else `logging.level`; also returns why `RUST_LOG` was not

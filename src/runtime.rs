@@ -147,6 +147,8 @@ struct Inner {
     lag_samples: OnceLock<std::sync::Mutex<Vec<u32>>>,
     shards: RwLock<BTreeMap<u32, ShardHealth>>,
     backfill: RwLock<Option<BackfillStatus>>,
+    /// Set when a part asks the process to finish (a backfill that ran out of work).
+    exit: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Last known reachability of the hub.
@@ -196,6 +198,7 @@ impl Runtime {
                 }),
                 shards: RwLock::new(BTreeMap::new()),
                 backfill: RwLock::new(None),
+                exit: tokio::sync::watch::Sender::new(None),
                 spam: Arc::new(SpamFilter::default()),
                 instance: instance_name(),
                 injected_panics: std::sync::Mutex::new(Vec::new()),
@@ -391,6 +394,27 @@ impl Runtime {
     /// Updates what is known about a shard.
     pub fn update_shard(&self, shard: u32, update: impl FnOnce(&mut ShardHealth)) {
         update(write(&self.inner.shards).entry(shard).or_default());
+    }
+
+    /// Asks the process to drain and exit 0 (`backfill ... --exit-on-complete`).
+    pub fn request_exit(&self, reason: &str) {
+        self.inner.exit.send_if_modified(|exit| {
+            if exit.is_some() {
+                return false;
+            }
+            *exit = Some(reason.to_owned());
+            true
+        });
+    }
+
+    /// Resolves with the reason once a part asked the process to exit.
+    pub async fn exit_requested(&self) -> String {
+        let mut exit = self.inner.exit.subscribe();
+        match exit.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives as long as the runtime.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// The backfill's last report (None in processes without backfill workers).

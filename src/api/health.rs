@@ -2,8 +2,9 @@
 //!
 //! - `GET /health`: liveness; 200 while the tree runs, 503 once shutdown began or the tree
 //!   is gone.
-//! - `GET /ready`: JSON with database, Redis and hub reachability (as this process needs them)
-//!   and the tree's status; 503 when not ready.
+//! - `GET /ready`: JSON with database, Redis and hub reachability (as this process needs them),
+//!   the tree's status, each shard's cursor and backfill flag, and the backfill's progress
+//!   where backfill workers run; 503 when not ready.
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `GET /admin/tree`, `POST /admin/actors/{path}/restart`: need
 //!   `Authorization: Bearer <health.admin_token>`; disabled (404) without a token.
@@ -226,19 +227,45 @@ pub async fn readiness(runtime: &Runtime) -> (Value, bool) {
     };
     checks.insert("tree".into(), tree);
 
+    if runtime.produces() {
+        forget_cleared_markers(runtime).await;
+    }
     let shards: serde_json::Map<String, Value> = runtime
         .shards()
         .into_iter()
         .map(|(shard, health)| (shard.to_string(), json!(health)))
         .collect();
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "shutting_down": runtime.is_shutting_down(),
         "role": runtime.plan().name,
         "checks": checks,
         "shards": shards,
     });
+    // A backfill running is not a reason to be unready: the live path serves meanwhile.
+    if runtime.backfills() {
+        body["backfill"] = json!(runtime.backfill_status());
+    }
     (body, ready)
+}
+
+/// A backfill (maybe in another process) clears a shard's retention marker once it worked it
+/// off: stop reporting the shard as needing one.
+async fn forget_cleared_markers(runtime: &Runtime) {
+    let redis = runtime.redis();
+    for (shard, health) in runtime.shards() {
+        if health.backfill_needed.is_none() {
+            continue;
+        }
+        let cleared = tokio::time::timeout(CHECK_TIMEOUT, redis.backfill_needed(shard))
+            .await
+            .is_ok_and(|marker| matches!(marker, Ok(None)));
+        if cleared {
+            runtime.update_shard(shard, |health| health.backfill_needed = None);
+            metrics::gauge!(crate::metrics::HUB_BACKFILL_NEEDED, crate::metrics::LABEL_SHARD => shard.to_string())
+                .set(0.0);
+        }
+    }
 }
 
 async fn timed(check: impl Future<Output = Result<(), String>>) -> Value {

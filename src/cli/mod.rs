@@ -5,10 +5,12 @@
 //! stderr. Exit codes: 0 success, 1 runtime failure, 2 usage error or a command this build
 //! does not provide yet, 78 invalid configuration.
 
+mod backfill;
 pub mod bench;
 mod config_check;
 mod dlq;
 mod migrate;
+mod proc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +47,8 @@ pub struct Cli {
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the dev hub's many flags does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the service (producer, consumer, or both)
     Start(StartArgs),
@@ -100,38 +104,47 @@ pub enum BackfillCommand {
 /// `waypoint backfill fid ...`.
 #[derive(Debug, Subcommand)]
 pub enum FidCommand {
-    /// Queue backfill jobs for FIDs
+    /// Queue backfill jobs for FIDs (every registered FID without a selection)
     Queue(QueueArgs),
-    /// Process queued backfill jobs
+    /// Work off queued backfill jobs
     Worker(WorkerArgs),
-    /// Show the queue: pending, in progress, failed
-    Inspect,
-    /// Backfill only user data (profiles)
+    /// Show the queue: queued, in progress, completed, failed, FIDs done, rate and ETA
+    Inspect(InspectArgs),
+    /// Queue the failed jobs again, with their attempts reset
+    RetryFailed,
+    /// Backfill only user data (profiles), then exit
     UserData(UserDataArgs),
 }
 
 /// `waypoint backfill fid queue`.
 #[derive(Debug, Args)]
 pub struct QueueArgs {
-    /// Queue exactly these FIDs
+    /// Queue exactly these FIDs (each checked against the hub's registrations)
     #[arg(
         long,
         value_delimiter = ',',
         value_name = "FID,...",
+        value_parser = parse_fid,
         conflicts_with = "max_fid"
     )]
     pub fids: Vec<u64>,
-    /// Queue FIDs 1 to N [default: every registered FID]
-    #[arg(long, value_name = "N")]
+    /// Queue the registered FIDs up to N [default: every registered FID]
+    #[arg(long, value_name = "N", value_parser = parse_fid)]
     pub max_fid: Option<u64>,
     /// FIDs per job [default: backfill.batch_size]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch_size: Option<u64>,
+    /// Queue FIDs again even if an earlier backfill completed them
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `waypoint backfill fid worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
+    /// Jobs worked on at once [default: BACKFILL_CONCURRENCY or backfill.concurrency]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub concurrency: Option<u64>,
     /// Exit when the queue is empty instead of waiting for more jobs
     #[arg(long)]
     pub exit_on_complete: bool,
@@ -140,12 +153,26 @@ pub struct WorkerArgs {
     pub idle_timeout: u64,
 }
 
+/// `waypoint backfill fid inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Failed jobs to list in detail
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub failed: usize,
+}
+
 /// `waypoint backfill fid user-data`.
 #[derive(Debug, Args)]
 pub struct UserDataArgs {
-    /// Only FIDs 1 to N [default: every registered FID]
-    #[arg(long, value_name = "N")]
+    /// Only the registered FIDs up to N [default: every registered FID]
+    #[arg(long, value_name = "N", value_parser = parse_fid)]
     pub max_fid: Option<u64>,
+    /// Jobs worked on at once [default: BACKFILL_CONCURRENCY or backfill.concurrency]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub concurrency: Option<u64>,
 }
 
 /// `waypoint backfill onchain-events`.
@@ -156,11 +183,32 @@ pub struct OnchainEventsArgs {
     #[arg(long)]
     pub all: bool,
     /// One FID
-    #[arg(long, value_name = "FID")]
+    #[arg(long, value_name = "FID", value_parser = parse_fid)]
     pub fid: Option<u64>,
     /// Only this event type [default: all types]
     #[arg(long, value_enum, value_name = "TYPE")]
     pub event_type: Option<OnchainEventType>,
+    /// Jobs worked on at once [default: BACKFILL_CONCURRENCY or backfill.concurrency]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub concurrency: Option<u64>,
+}
+
+/// A FID on the command line: 1 and up, and within the protocol's 32 bits.
+fn parse_fid(text: &str) -> Result<u64, String> {
+    let fid: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a fid (a whole number from 1)"))?;
+    if fid == 0 {
+        return Err("fid 0 does not exist: fids start at 1".into());
+    }
+    if fid > u64::from(u32::MAX) {
+        return Err(format!(
+            "fid {fid} is beyond the largest fid ({})",
+            u32::MAX
+        ));
+    }
+    Ok(fid)
 }
 
 /// On-chain event types (Snapchain `OnChainEventType`).
@@ -181,6 +229,20 @@ pub enum OnchainEventType {
     /// Tier purchase
     #[value(alias = "tier_purchase")]
     TierPurchase,
+}
+
+impl OnchainEventType {
+    /// The wire number (`OnChainEventType` of the protocol).
+    pub fn number(self) -> i32 {
+        use waypoint_proto::OnChainEventType as Wire;
+        match self {
+            OnchainEventType::Signer => Wire::Signer as i32,
+            OnchainEventType::SignerMigrated => Wire::SignerMigrated as i32,
+            OnchainEventType::IdRegister => Wire::IdRegister as i32,
+            OnchainEventType::StorageRent => Wire::StorageRent as i32,
+            OnchainEventType::TierPurchase => Wire::TierPurchase as i32,
+        }
+    }
 }
 
 /// `waypoint dlq ...`.
@@ -254,32 +316,13 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
             Err(code) => Ok(code),
         },
         Command::Start(args) => match valid(config) {
-            Ok(_) if args.backfill => Ok(not_available("start --backfill")),
-            Ok(config) => {
-                crate::service::run(
-                    crate::runtime::Plan::for_role(args.role, None),
-                    config,
-                    config_path,
-                )
-                .await
-            }
+            Ok(config) => backfill::start(args, config, config_path).await,
             Err(code) => Ok(code),
         },
-        Command::Backfill(BackfillCommand::Fid(FidCommand::Queue(_))) => {
-            Ok(not_available("backfill fid queue"))
-        }
-        Command::Backfill(BackfillCommand::Fid(FidCommand::Worker(_))) => {
-            Ok(not_available("backfill fid worker"))
-        }
-        Command::Backfill(BackfillCommand::Fid(FidCommand::Inspect)) => {
-            Ok(not_available("backfill fid inspect"))
-        }
-        Command::Backfill(BackfillCommand::Fid(FidCommand::UserData(_))) => {
-            Ok(not_available("backfill fid user-data"))
-        }
-        Command::Backfill(BackfillCommand::OnchainEvents(_)) => {
-            Ok(not_available("backfill onchain-events"))
-        }
+        Command::Backfill(command) => match valid(config) {
+            Ok(config) => backfill::run(command, config, config_path).await,
+            Err(code) => Ok(code),
+        },
         Command::Dlq(DlqCommand::List(args)) => match valid(config) {
             Ok(config) => dlq::list(args, &config).await,
             Err(code) => Ok(code),

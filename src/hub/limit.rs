@@ -5,9 +5,11 @@
 //! that says the hub is overloaded (RESOURCE_EXHAUSTED, UNAVAILABLE, a dropped connection)
 //! halves the allowed rate, at most once per [`DECREASE_INTERVAL`] so a burst of failures of
 //! calls that were already in flight counts once; every [`INCREASE_INTERVAL`] with answers
-//! coming back raises it by a tenth of the configured ceiling, until it is back at the
-//! ceiling. Without a configured ceiling the rate is unlimited until the hub first pushes back,
-//! then starts from half of what the process was doing.
+//! coming back raises it by [`INCREASE_SHARE`] of itself, until it is back at the ceiling. The
+//! increase is small on purpose: a hub that refused at 60 requests/s is not probed at 160 a
+//! second later. Without a configured ceiling the rate is unlimited until the hub first pushes
+//! back, then starts from half of what the process was doing, and the limit is lifted again
+//! once it is well above what the process asks for.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,10 +21,14 @@ use crate::metrics::{HUB_REQUEST_RATE_LIMIT, HUB_REQUEST_SLOWDOWNS_TOTAL};
 
 /// The allowed rate never drops below this, so a recovering hub is still probed.
 const MIN_RATE: f64 = 1.0;
-/// At most one decrease per interval.
-const DECREASE_INTERVAL: Duration = Duration::from_secs(1);
+/// At most one decrease per interval: longer than a call takes, so the calls in flight when
+/// the hub first pushed back count once.
+const DECREASE_INTERVAL: Duration = Duration::from_millis(500);
 /// At most one increase per interval.
 const INCREASE_INTERVAL: Duration = Duration::from_millis(500);
+/// Each increase adds this share of the current rate (at least one request per second): from
+/// half the hub's limit back to it in about seven seconds.
+const INCREASE_SHARE: f64 = 0.05;
 /// Calls that may go out back to back: a tenth of a second's worth.
 const BURST_SECONDS: f64 = 0.1;
 /// Without a configured ceiling, once the rate climbed this far above what the process asks
@@ -194,10 +200,11 @@ impl Bucket {
             return None;
         }
         self.changed_at = Some(now);
+        let raised = self.rate + (self.rate * INCREASE_SHARE).max(MIN_RATE);
         self.rate = match ceiling {
-            Some(ceiling) => (self.rate + ceiling / 10.0).min(ceiling),
+            Some(ceiling) => raised.min(ceiling),
             None if self.rate > UNLIMITED_HEADROOM * self.demand().max(MIN_RATE) => f64::INFINITY,
-            None => self.rate * 1.25,
+            None => raised,
         };
         Some(self.rate)
     }
@@ -272,16 +279,24 @@ mod tests {
         tokio::time::sleep(DECREASE_INTERVAL).await;
         limiter.overloaded();
         assert_eq!(limiter.rate(), 50.0);
-        // Answers raise it a tenth of the ceiling per interval, up to the ceiling.
+        // Answers raise it by a twentieth per interval (twice in one interval counts once),
+        // up to the ceiling and no further.
         let mut steps = 0;
+        let mut last = limiter.rate();
         while limiter.rate() < 200.0 {
             tokio::time::sleep(INCREASE_INTERVAL).await;
             limiter.answered();
             limiter.answered();
             steps += 1;
-            assert!(steps <= 20, "the rate never recovered: {}", limiter.rate());
+            assert!(limiter.rate() > last, "each interval raises the rate");
+            assert!(limiter.rate() <= last * 1.06, "by a small step");
+            last = limiter.rate();
+            assert!(steps <= 40, "the rate never recovered: {}", limiter.rate());
         }
-        assert_eq!(steps, 8, "50 → 200 in steps of 20");
+        assert_eq!(steps, 29, "50 → 200 at 5% an interval");
+        limiter.answered();
+        tokio::time::sleep(INCREASE_INTERVAL).await;
+        limiter.answered();
         assert_eq!(limiter.rate(), 200.0);
     }
 

@@ -31,6 +31,11 @@ pub async fn run(
     config_path: Option<std::path::PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let service = Service::start_plan(plan, config, config_path).await?;
+    serve(service).await
+}
+
+/// Runs a started service until a signal stops it, a part asks it to exit, or the tree fails.
+pub async fn serve(service: Service) -> anyhow::Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -39,6 +44,10 @@ pub async fn run(
             _ = terminate.recv() => break drain(&service, "SIGTERM", &mut terminate, &mut interrupt).await,
             _ = interrupt.recv() => break drain(&service, "SIGINT", &mut terminate, &mut interrupt).await,
             _ = hangup.recv() => reload(&service.runtime).await,
+            reason = service.runtime.exit_requested() => {
+                tracing::info!(reason, "finishing");
+                break drain(&service, "exit requested", &mut terminate, &mut interrupt).await;
+            }
             exit = service.tree.wait() => {
                 match exit {
                     TreeExit::Failed(reason) => tracing::error!(%reason, "supervision tree failed, exiting"),
@@ -268,6 +277,12 @@ async fn reload(runtime: &Runtime) {
             }
             tree::Affected::NextStart => {
                 tracing::warn!(section, "this section applies at the next start");
+            }
+            tree::Affected::ReadWhereUsed => {
+                tracing::info!(
+                    section,
+                    "applies from now on (backfill.concurrency at the next start)"
+                );
             }
             tree::Affected::Nothing => {}
         }

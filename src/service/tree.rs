@@ -5,8 +5,9 @@
 //! ```text
 //! root (one_for_one)
 //! ├─ api (one_for_one)             health :8080                           every process
-//! ├─ spam                          label lists, loaded before any reader   producer, both
+//! ├─ spam                          label lists, loaded before any reader   producer, both, backfill
 //! ├─ persist (one_for_one)         consumer:<type>:<n>, reclaimer          consumer, both
+//! ├─ backfill (one_for_one)        writer, coordinator, worker:<n>         start --backfill, backfill ...
 //! └─ produce (rest_for_one)        added once the hub's shards are known   producer, both
 //!    ├─ publisher:<type>
 //!    └─ ingest (one_for_one)       repair, subscriber:<shard>
@@ -18,7 +19,7 @@ use waypoint_actors::{ChildSpec, Strategy, SupervisorSpec};
 
 use crate::runtime::Runtime;
 use crate::supervision::{self, API, PERSIST, PRODUCE, SPAM};
-use crate::{api, pipeline};
+use crate::{api, backfill, pipeline};
 
 /// The tree of this process at start, without `produce` (added once the shards are known,
 /// see [`pipeline::start_producer`]).
@@ -27,7 +28,7 @@ pub fn root_spec(runtime: &Runtime) -> SupervisorSpec {
         supervision::child_name(API),
         api::api_spec(runtime),
     )];
-    if runtime.produces() {
+    if runtime.produces() || runtime.backfills() {
         children.push(pipeline::spam_child(runtime));
     }
     if runtime.consumes() {
@@ -35,6 +36,9 @@ pub fn root_spec(runtime: &Runtime) -> SupervisorSpec {
             supervision::child_name(PERSIST),
             pipeline::persist_spec(runtime),
         ));
+    }
+    if let Some(plan) = &runtime.plan().backfill {
+        children.push(backfill::backfill_child(runtime, plan));
     }
     supervision::spec(runtime, Strategy::OneForOne, children)
 }
@@ -49,6 +53,8 @@ pub fn affected_subtrees(section: &str) -> Affected {
         "spam" => Affected::Restart(&[SPAM]),
         "health" | "rest" | "mcp" => Affected::Restart(&[API]),
         "logging" | "supervisor" => Affected::NextStart,
+        // Read where used, so they apply at once; the number of workers at the next start.
+        "backfill" => Affected::ReadWhereUsed,
         _ => Affected::Nothing,
     }
 }
@@ -60,6 +66,8 @@ pub enum Affected {
     Restart(&'static [&'static str]),
     /// The section is read only at start.
     NextStart,
+    /// The section is read at each use: it applies without a restart.
+    ReadWhereUsed,
     /// Nothing depends on it.
     Nothing,
 }

@@ -238,4 +238,5 @@ async fn delete_prefix(url: String, prefix: String) {
     }
 }
 pub mod harness;
+pub mod http;
 pub mod process;

@@ -1,0 +1,506 @@
+//! `worker:<n>`: takes a job from the queue, backfills its FIDs one after the other, and
+//! records in one step which FIDs are done, which to retry and which the hub refuses.
+//!
+//! Invariants:
+//! - the job's lease is renewed every third of the visibility timeout while it runs; a worker
+//!   that learns its lease is lost abandons the job at once (another worker has it now);
+//! - a FID is done only once its rows are committed and its reconciliation is written;
+//! - a FID the hub refuses for good (NOT_FOUND, INVALID_ARGUMENT) goes to the failed list at
+//!   once and the job goes on; one that keeps failing for a reason that may pass is retried
+//!   with the job; after [`MAX_CONSECUTIVE_FAILURES`] such failures in a row (the hub or the
+//!   database is down) the rest of the job waits for its next attempt too;
+//! - on stop the worker gives the FIDs it has not finished back to the head of the queue
+//!   (the attempt does not count); a restarted worker first gives back whatever its crashed
+//!   incarnation held.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use waypoint_actors::{Actor, ActorError, Context, Mailbox};
+
+use super::Activity;
+use super::fetch;
+use super::queue::{FinishState, Finished, Job, Outcome, Queue};
+use super::writer;
+use crate::hub::HubError;
+use crate::metrics::{
+    BACKFILL_FID_DURATION_SECONDS, BACKFILL_FIDS_TOTAL, BACKFILL_JOB_RETRIES_TOTAL,
+    BACKFILL_JOBS_COMPLETED_TOTAL, BACKFILL_JOBS_FAILED_TOTAL, BACKFILL_MESSAGES_TOTAL,
+    BACKFILL_ROWS_REMOVED_TOTAL, LABEL_TABLE,
+};
+use crate::runtime::Runtime;
+use crate::store::reconcile::{self, HubAnswer};
+use crate::store::rows::Batch;
+
+/// A FID's rows are handed to the writer once this many messages were gathered (and at the
+/// end of the FID): few, large writes per FID, and a bounded amount held per worker.
+const LOCAL_BATCH_MESSAGES: u64 = 2_000;
+/// Failures in a row, of FIDs of one job, after which the rest of the job waits too.
+const MAX_CONSECUTIVE_FAILURES: usize = 3;
+/// First pause before looking at an empty queue again.
+const IDLE_POLL_INITIAL: Duration = Duration::from_millis(200);
+/// Longest pause between looks at an empty queue.
+const IDLE_POLL_MAX: Duration = Duration::from_secs(2);
+/// First pause after the queue could not be reached.
+const ERROR_RETRY_INITIAL: Duration = Duration::from_millis(500);
+/// Longest pause after the queue could not be reached.
+const ERROR_RETRY_MAX: Duration = Duration::from_secs(10);
+
+pub(crate) enum Msg {
+    /// Take the next job and run it.
+    Poll,
+}
+
+pub(crate) struct State {
+    queue: Queue,
+    owner: String,
+    idle_delay: Duration,
+    error_delay: Duration,
+}
+
+/// One backfill worker.
+pub(crate) struct Worker {
+    pub index: usize,
+    pub runtime: Runtime,
+    pub writer: Mailbox<writer::Msg>,
+    pub activity: Arc<Activity>,
+}
+
+/// Why a FID did not complete.
+#[derive(Debug, thiserror::Error)]
+enum FidError {
+    #[error("{0}")]
+    Hub(#[from] HubError),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("writing: {0}")]
+    Write(String),
+    #[error("stopping")]
+    Stopped,
+    #[error("the job's lease was lost")]
+    LeaseLost,
+}
+
+impl FidError {
+    /// The hub refuses this FID for good.
+    fn is_final(&self) -> bool {
+        matches!(self, FidError::Hub(error) if fetch::is_final(error))
+    }
+}
+
+impl Actor for Worker {
+    type Msg = Msg;
+    type State = State;
+    type Args = ();
+
+    async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<State, ActorError> {
+        let _ = ctx.send_self(Msg::Poll);
+        Ok(State {
+            queue: Queue::new(self.runtime.redis()),
+            owner: format!("{}:backfill:{}", self.runtime.instance(), self.index),
+            idle_delay: IDLE_POLL_INITIAL,
+            error_delay: ERROR_RETRY_INITIAL,
+        })
+    }
+
+    async fn handle(
+        &self,
+        ctx: &Context<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorError> {
+        match msg {
+            Msg::Poll => self.on_poll(ctx, state).await,
+        }
+    }
+}
+
+impl Worker {
+    async fn on_poll(&self, ctx: &Context<Msg>, state: &mut State) -> Result<(), ActorError> {
+        if ctx.is_stopping() {
+            return Ok(());
+        }
+        let config = self.runtime.config();
+        let lease = Duration::from_secs(config.backfill.visibility_timeout_seconds);
+        // Whatever a crashed incarnation of this worker held goes back first (the owner name
+        // is stable for the process), then take a job.
+        let taken = async {
+            let returned = state
+                .queue
+                .return_owned(&state.owner, config.backfill.max_attempts)
+                .await?;
+            for job in &returned {
+                tracing::warn!(job = job.id, worker = %state.owner, to_failed = job.failed, "gave back the job of a crashed worker");
+            }
+            state.queue.take(&state.owner, lease).await
+        };
+        let job = match taken.await {
+            Ok(job) => job,
+            Err(error) => {
+                tracing::warn!(%error, delay_ms = state.error_delay.as_millis() as u64, "backfill queue unreachable, retrying");
+                ctx.send_self_after(state.error_delay, Msg::Poll);
+                state.error_delay = (state.error_delay * 2).min(ERROR_RETRY_MAX);
+                return Ok(());
+            }
+        };
+        state.error_delay = ERROR_RETRY_INITIAL;
+        let Some(job) = job else {
+            ctx.send_self_after(state.idle_delay, Msg::Poll);
+            state.idle_delay = (state.idle_delay * 2).min(IDLE_POLL_MAX);
+            return Ok(());
+        };
+        state.idle_delay = IDLE_POLL_INITIAL;
+        self.activity.started();
+        let result = self.run_job(ctx, state, &job, lease).await;
+        self.activity.finished();
+        result?;
+        let _ = ctx.send_self(Msg::Poll);
+        Ok(())
+    }
+
+    /// Runs one job with its lease renewed meanwhile, and records how it ended.
+    async fn run_job(
+        &self,
+        ctx: &Context<Msg>,
+        state: &State,
+        job: &Job,
+        lease: Duration,
+    ) -> Result<(), ActorError> {
+        tracing::debug!(job = job.id, kind = %job.kind, fids = job.fids.len(), attempt = job.attempts, "backfill job taken");
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(renew_lease(
+            state.queue.clone(),
+            job.clone(),
+            state.owner.clone(),
+            lease,
+            Arc::clone(&lost),
+        ));
+        let outcome = self.run_fids(ctx, job, &lost).await;
+        heartbeat.abort();
+        let Some(outcome) = outcome else {
+            tracing::warn!(job = job.id, worker = %state.owner, "lost the lease of a backfill job, leaving it to its new owner");
+            return Ok(());
+        };
+        let config = self.runtime.config();
+        let finished = state
+            .queue
+            .finish(
+                job,
+                &state.owner,
+                &outcome,
+                super::attempts(&config.backfill),
+            )
+            .await;
+        match finished {
+            Ok(Finished::Recorded { outcome: how, .. }) => {
+                record(job, &outcome, how);
+                Ok(())
+            }
+            Ok(Finished::LeaseLost) => {
+                tracing::warn!(
+                    job = job.id,
+                    "the job's lease ran out before it finished; it will run again"
+                );
+                Ok(())
+            }
+            // The rows are written; the lease runs out and the job runs again (idempotently).
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(job = job.id, %error, "could not record a finished backfill job");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Backfills the job's FIDs; None when the lease was lost.
+    async fn run_fids(&self, ctx: &Context<Msg>, job: &Job, lost: &AtomicBool) -> Option<Outcome> {
+        let mut outcome = Outcome::default();
+        let mut consecutive_failures = 0;
+        for (position, &fid) in job.fids.iter().enumerate() {
+            if ctx.is_stopping() {
+                outcome.retry.extend(&job.fids[position..]);
+                outcome.release = true;
+                break;
+            }
+            let started = Instant::now();
+            match self.backfill_fid(ctx, job, fid, lost).await {
+                Ok(messages) => {
+                    metrics::histogram!(BACKFILL_FID_DURATION_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    outcome.done.push(fid);
+                    outcome.messages += messages;
+                    consecutive_failures = 0;
+                }
+                Err(FidError::LeaseLost) => return None,
+                Err(FidError::Stopped) => {
+                    outcome.retry.extend(&job.fids[position..]);
+                    outcome.release = true;
+                    break;
+                }
+                Err(error) if error.is_final() => {
+                    tracing::warn!(fid, job = job.id, %error, "the hub refuses this fid; it goes to the failed list");
+                    outcome.dead.push(fid);
+                    append_error(&mut outcome.dead_error, fid, &error);
+                }
+                Err(error) => {
+                    tracing::warn!(fid, job = job.id, attempt = job.attempts, %error, "backfill of a fid failed");
+                    outcome.retry.push(fid);
+                    append_error(&mut outcome.retry_error, fid, &error);
+                    consecutive_failures += 1;
+                    if consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
+                        outcome.retry.extend(&job.fids[position + 1..]);
+                        break;
+                    }
+                }
+            }
+        }
+        if lost.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(outcome)
+    }
+
+    /// Everything the job's kind reads for one FID, written and reconciled; returns the
+    /// messages written.
+    async fn backfill_fid(
+        &self,
+        ctx: &Context<Msg>,
+        job: &Job,
+        fid: u64,
+        lost: &AtomicBool,
+    ) -> Result<u64, FidError> {
+        let config = self.runtime.config();
+        let hub = self.runtime.hub().ok_or_else(|| FidError::Hub(no_hub()))?;
+        let pg = self
+            .runtime
+            .pg()
+            .ok_or_else(|| FidError::Database("no database in this process".into()))?;
+        let since = {
+            let client = pg
+                .get()
+                .await
+                .map_err(|e| FidError::Database(e.to_string()))?;
+            reconcile::fetch_started(&**client)
+                .await
+                .map_err(|e| FidError::Database(e.to_string()))?
+        };
+        let mut answer = HubAnswer::new(fid, since);
+        let mut gathered = Gathered::default();
+        let verify = config.hub.verify_messages;
+        let store_messages = config.database.store_messages;
+        // Spam FIDs: no messages, as on the live path; their on-chain events still count.
+        let spam = self.runtime.spam().is_spam(fid);
+        if !spam {
+            for &(list, set) in fetch::message_lists(job.kind) {
+                let mut pages = hub.fid_message_pages(list, fid, config.backfill.page_size);
+                loop {
+                    let page = tokio::select! {
+                        page = pages.next() => page,
+                        () = ctx.stop_requested() => return Err(FidError::Stopped),
+                    };
+                    let Some(page) = page else { break };
+                    let page = page?;
+                    if lost.load(Ordering::SeqCst) {
+                        return Err(FidError::LeaseLost);
+                    }
+                    answer.saw_messages(page.iter().map(|message| message.hash.as_slice()));
+                    let prepared = tokio::task::spawn_blocking(move || {
+                        fetch::prepare(&page, verify, store_messages)
+                    })
+                    .await
+                    .map_err(|error| FidError::Write(format!("verification task: {error}")))?;
+                    for (hash, reason) in &prepared.rejected {
+                        tracing::warn!(fid, hash = %hex::encode(hash), reason = reason.as_str(), error = %reason, "backfill message rejected");
+                    }
+                    gathered.add(prepared.batch, prepared.accepted);
+                    if gathered.messages >= LOCAL_BATCH_MESSAGES {
+                        self.write(gathered.take()).await?;
+                    }
+                }
+                if let Some(set) = set {
+                    answer.completed(set);
+                }
+            }
+            if fetch::reads_proofs(job.kind) {
+                for proof in hub.username_proofs(fid).await? {
+                    answer.saw_name(
+                        crate::replica::sanitize_text(&String::from_utf8_lossy(&proof.name))
+                            .into_owned(),
+                    );
+                    gathered.batch.add_username_proof(&proof);
+                }
+                answer.completed(reconcile::AnswerSet::UsernameProofs);
+            }
+        }
+        for event_type in fetch::onchain_types(job.kind) {
+            for event in hub.onchain_events(fid, event_type).await?.events {
+                gathered.batch.add_onchain_event(&event);
+            }
+        }
+        if lost.load(Ordering::SeqCst) {
+            return Err(FidError::LeaseLost);
+        }
+        let written = gathered.written + gathered.messages;
+        self.write(gathered.take()).await?;
+
+        // Every row of the FID is committed: what the database still holds as live beyond
+        // the hub's answer is gone from the hub.
+        let gone = {
+            let client = pg
+                .get()
+                .await
+                .map_err(|e| FidError::Database(e.to_string()))?;
+            reconcile::gone_rows(&client, &answer)
+                .await
+                .map_err(|e| FidError::Database(e.to_string()))?
+        };
+        if !gone.is_empty() {
+            tracing::info!(fid, removed = ?gone.by_table, "rows the hub no longer holds leave the live set");
+            for (table, rows) in &gone.by_table {
+                metrics::counter!(BACKFILL_ROWS_REMOVED_TOTAL, LABEL_TABLE => *table)
+                    .increment(*rows);
+            }
+            self.write(Gathered::of(gone.batch)).await?;
+        }
+        metrics::counter!(BACKFILL_FIDS_TOTAL).increment(1);
+        metrics::counter!(BACKFILL_MESSAGES_TOTAL).increment(written);
+        Ok(written)
+    }
+
+    /// Hands rows to the writer and waits until they are committed.
+    async fn write(&self, gathered: Gathered) -> Result<(), FidError> {
+        if gathered.batch.is_empty() {
+            return Ok(());
+        }
+        let Gathered {
+            batch, messages, ..
+        } = gathered;
+        match self
+            .writer
+            .call(
+                |reply| writer::Msg::Write {
+                    batch: Box::new(batch),
+                    messages,
+                    reply,
+                },
+                None,
+            )
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(FidError::Write(error)),
+            Err(error) => Err(FidError::Write(error.to_string())),
+        }
+    }
+}
+
+/// Rows of one FID not handed to the writer yet.
+#[derive(Default)]
+struct Gathered {
+    batch: Batch,
+    /// Messages in `batch`.
+    messages: u64,
+    /// Messages of the FID already handed over.
+    written: u64,
+}
+
+impl Gathered {
+    fn of(batch: Batch) -> Gathered {
+        Gathered {
+            batch,
+            ..Gathered::default()
+        }
+    }
+
+    fn add(&mut self, batch: Batch, messages: u64) {
+        self.batch.extend(batch);
+        self.messages += messages;
+    }
+
+    /// What to hand over now; keeps the count of what was.
+    fn take(&mut self) -> Gathered {
+        self.written += self.messages;
+        Gathered {
+            batch: std::mem::take(&mut self.batch),
+            messages: std::mem::take(&mut self.messages),
+            written: 0,
+        }
+    }
+}
+
+/// Renews the job's lease every third of the visibility timeout until aborted; raises `lost`
+/// when the lease is gone.
+async fn renew_lease(
+    queue: Queue,
+    job: Job,
+    owner: String,
+    lease: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    let every = (lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        match queue.renew(&job, &owner, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            // The next renewal may work; the lease still has two thirds to go.
+            Err(error) => tracing::warn!(job = job.id, %error, "could not renew a backfill lease"),
+        }
+    }
+}
+
+fn record(job: &Job, outcome: &Outcome, how: FinishState) {
+    match how {
+        FinishState::Completed => {
+            metrics::counter!(BACKFILL_JOBS_COMPLETED_TOTAL).increment(1);
+            tracing::debug!(
+                job = job.id,
+                fids = outcome.done.len(),
+                messages = outcome.messages,
+                "backfill job completed"
+            );
+        }
+        FinishState::Retry => {
+            metrics::counter!(BACKFILL_JOB_RETRIES_TOTAL).increment(1);
+            tracing::warn!(job = job.id, attempt = job.attempts, retry_fids = ?outcome.retry, error = %outcome.retry_error, "backfill job will be retried");
+        }
+        FinishState::Failed => {
+            metrics::counter!(BACKFILL_JOBS_FAILED_TOTAL).increment(1);
+            let error = if outcome.retry_error.is_empty() {
+                &outcome.dead_error
+            } else {
+                &outcome.retry_error
+            };
+            tracing::error!(job = job.id, attempt = job.attempts, retry_fids = ?outcome.retry, dead_fids = ?outcome.dead, %error, "backfill job failed; `waypoint backfill fid retry-failed` queues it again");
+        }
+        FinishState::Released => {
+            tracing::info!(
+                job = job.id,
+                fids_left = outcome.retry.len(),
+                "backfill job given back to the queue"
+            );
+        }
+    }
+    if how != FinishState::Failed && !outcome.dead.is_empty() {
+        metrics::counter!(BACKFILL_JOBS_FAILED_TOTAL).increment(1);
+    }
+}
+
+fn append_error(text: &mut String, fid: u64, error: &FidError) {
+    if !text.is_empty() {
+        text.push_str("; ");
+    }
+    text.push_str(&format!("fid {fid}: {error}"));
+}
+
+fn no_hub() -> HubError {
+    HubError::InvalidOption {
+        field: "url",
+        message: "no hub client in this process".into(),
+    }
+}
