@@ -291,3 +291,33 @@ async fn unreachable_redis_fails_after_the_retry_window_with_a_clear_error() {
     );
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+#[tokio::test]
+async fn the_statistics_refresh_names_columns_that_exist() {
+    let db = TestDb::new().await;
+    let pg = Pg::connect(&db.config()).await.expect("connect");
+    store::migrate(&pg).await.expect("migrate");
+    let client = pg.get().await.expect("pooled connection");
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'refinery%'",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(tables.len() >= 10, "{tables:?}");
+    for table in &tables {
+        let statement = store::analyze_statement(table).expect("a plain table name");
+        client
+            .batch_execute(&statement)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+    assert_eq!(store::analyze_statement("casts; drop table casts"), None);
+    drop(client);
+    pg.close();
+    db.cleanup().await;
+}

@@ -144,7 +144,7 @@ impl Coordinator {
         let running = !books.is_idle();
         let status = BackfillStatus {
             running,
-            fids_done: books.fids_done,
+            fids_done: books.fids_done + books.fids_in_progress_done,
             fids_total: books.fids_done + books.fids_pending + books.fids_failed,
             fids_failed: books.fids_failed,
             jobs_queued: books.jobs_queued,

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! backfill (one_for_one)
-//! ├─ writer          gathers the pages of every FID in flight into large transactions
+//! ├─ writer:<part>   one per part of the data (casts, reactions, links, ...): gathers the
+//! │                  rows of every FID in flight into large transactions, in parallel
 //! ├─ coordinator     queue upkeep (expired leases, retention markers, the first full queue),
 //! │                  progress (status, metrics, log lines), exit when idle
 //! └─ worker:<n>      one job at a time, one FID at a time: fetch → verify → writer → reconcile
@@ -19,8 +20,8 @@
 //! shared CRDT rules (`store::apply`), so live streaming and backfill converge on the same
 //! database whatever order things arrive in.
 //!
-//! The writer starts first and stops last: workers stop first, giving their unfinished FIDs
-//! back to the queue, and the writer commits what they handed over.
+//! The writers start first and stop last: workers stop first, giving their unfinished FIDs
+//! back to the queue, and the writers commit what they handed over.
 
 mod coordinator;
 mod fetch;
@@ -29,6 +30,7 @@ pub mod queue;
 mod worker;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,7 +40,11 @@ use waypoint_actors::{ChildSpec, Mailbox, Strategy, SupervisorSpec};
 pub use queue::{Books, Job, JobKind, Queue, QueueError};
 
 use crate::runtime::{BackfillPlan, Runtime};
+use crate::store::rows::BatchPart;
 use crate::supervision;
+
+/// The writers' mailboxes by part.
+pub(crate) type Writers = Arc<BTreeMap<BatchPart, Mailbox<writer::Msg>>>;
 
 /// How often the coordinator looks at the books.
 const COORDINATOR_TICK: Duration = Duration::from_secs(1);
@@ -67,18 +73,23 @@ impl Activity {
 pub fn backfill_spec(runtime: &Runtime, plan: &BackfillPlan) -> SupervisorSpec {
     let concurrency = plan.concurrency.max(1);
     let activity = Arc::new(Activity::default());
-    // Each worker has at most one write outstanding: the mailbox never holds more.
-    let writer_mailbox = Mailbox::new(concurrency);
-    let mut children = Vec::with_capacity(concurrency + 2);
-    {
-        let runtime = runtime.clone();
+    // Each worker has at most one write outstanding per writer: a mailbox never holds more.
+    let writers: Writers = Arc::new(
+        BatchPart::ALL
+            .into_iter()
+            .map(|part| (part, Mailbox::new(concurrency)))
+            .collect(),
+    );
+    let mut children = Vec::with_capacity(concurrency + writers.len() + 1);
+    for (part, mailbox) in writers.iter() {
+        let (runtime, part) = (runtime.clone(), *part);
         children.push(ChildSpec::worker(
-            "writer",
-            writer_mailbox.clone(),
+            format!("writer:{}", part.as_str()),
+            mailbox.clone(),
             move || {
                 let writer = writer::Writer {
                     runtime: runtime.clone(),
-                    num_workers: concurrency,
+                    part,
                 };
                 (writer, ())
             },
@@ -100,11 +111,8 @@ pub fn backfill_spec(runtime: &Runtime, plan: &BackfillPlan) -> SupervisorSpec {
         ));
     }
     for index in 0..concurrency {
-        let (runtime, writer, activity) = (
-            runtime.clone(),
-            writer_mailbox.clone(),
-            Arc::clone(&activity),
-        );
+        let (runtime, writers, activity) =
+            (runtime.clone(), Arc::clone(&writers), Arc::clone(&activity));
         // A worker's mailbox only holds its own poll loop.
         children.push(ChildSpec::worker(
             format!("worker:{index}"),
@@ -113,7 +121,7 @@ pub fn backfill_spec(runtime: &Runtime, plan: &BackfillPlan) -> SupervisorSpec {
                 let worker = worker::Worker {
                     index,
                     runtime: runtime.clone(),
-                    writer: writer.clone(),
+                    writers: Arc::clone(&writers),
                     activity: Arc::clone(&activity),
                 };
                 (worker, ())

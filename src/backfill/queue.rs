@@ -11,10 +11,10 @@
 //! | `delayed` | zset | failed jobs waiting for their next attempt, by when it is due (ms) |
 //! | `leases` | zset | jobs in progress, by when their lease runs out (ms) |
 //! | `failed` | zset | jobs out of attempts (or whose FIDs the hub refuses), by when they failed |
-//! | `job:<id>` | hash | `kind`, `fids`, `num_fids`, `attempts`, `owner`, `taken_ms`, `queued_ms`, `last_error`, `marker` |
+//! | `job:<id>` | hash | `kind`, `fids`, `num_fids`, `attempts`, `owner`, `taken_ms`, `queued_ms`, `last_error`, `marker`, `progress` (FIDs finished by the running attempt) |
 //! | `seq` | string | the last job id |
 //! | `stats` | hash | `fids_pending`, `fids_done`, `fids_failed`, `jobs_completed`, `jobs_failed`, `messages` |
-//! | `recent` | zset | completions of the last ten minutes (`<id>:<fids>:<messages>:<ms>`), for rates |
+//! | `recent` | zset | FIDs finished in the last ten minutes (`<job>:<fid>:<messages>:<ms>`), for rates |
 //! | `done:<kind>` | bitmap | FIDs completed for a job kind (bit = fid) |
 //! | `pending:<kind>` | bitmap | FIDs queued, in progress or failed for a kind: never queued twice |
 //! | `marker:<shard>` | hash | the retention marker being worked off: `value`, `outstanding` jobs, `queued` |
@@ -142,7 +142,7 @@ return 1
 
 /// ARGV: base, id, owner, messages, done csv, retry csv, retry error, dead csv, dead error,
 /// release ('1': give the retry FIDs back without counting the attempt), max attempts,
-/// retry delay ms. Returns {0} when the lease is lost, else {1, outcome, marker,
+/// retry delay ms, longest retry delay ms. Returns {0} when the lease is lost, else {1, outcome, marker,
 /// outstanding jobs of the marker or -1}.
 const FINISH: &str = r"
 local base, id, owner = ARGV[1], ARGV[2], ARGV[3]
@@ -165,9 +165,8 @@ if #done > 0 then
   redis.call('HINCRBY', stats, 'fids_done', #done)
   redis.call('HINCRBY', stats, 'fids_pending', -#done)
   redis.call('HINCRBY', stats, 'messages', tonumber(ARGV[4]))
-  redis.call('ZADD', base .. 'recent', now, id .. ':' .. #done .. ':' .. ARGV[4] .. ':' .. now)
-  redis.call('ZREMRANGEBYSCORE', base .. 'recent', '-inf', now - tonumber(ARGV[13]))
 end
+redis.call('HDEL', job, 'progress')
 local outcome = 'completed'
 local function fail(target, target_id, count)
   redis.call('HSET', target, 'failed_ms', now)
@@ -205,7 +204,7 @@ if #retry > 0 then
       fail(job, id, #retry)
       outcome = 'failed'
     else
-      local delay = math.min(tonumber(ARGV[12]) * 2 ^ (attempts - 1), tonumber(ARGV[14]))
+      local delay = math.min(tonumber(ARGV[12]) * 2 ^ (attempts - 1), tonumber(ARGV[13]))
       redis.call('ZADD', base .. 'delayed', now + delay, id)
       outcome = 'retry'
     end
@@ -219,6 +218,20 @@ elseif #dead == 0 then
   end
 end
 return {1, outcome, marker or '', -1}
+";
+
+/// ARGV: base, id, owner, fid, messages, keep ms. A FID of a running job is finished (for
+/// progress and rates; the books count it done when the job finishes). Returns 0 when the
+/// lease is lost.
+const PROGRESS: &str = r"
+local base, id, owner = ARGV[1], ARGV[2], ARGV[3]
+local job = base .. 'job:' .. id
+if redis.call('HGET', job, 'owner') ~= owner then return 0 end
+local now = now_ms()
+redis.call('HINCRBY', job, 'progress', 1)
+redis.call('ZADD', base .. 'recent', now, id .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. ':' .. now)
+redis.call('ZREMRANGEBYSCORE', base .. 'recent', '-inf', now - tonumber(ARGV[6]))
+return 1
 ";
 
 /// ARGV: base, max attempts, reason, owner ('' for every owner whose lease ran out).
@@ -239,7 +252,7 @@ for _, id in ipairs(ids) do
   if only == '' or owner == only then
     redis.call('ZREM', base .. 'leases', id)
     if redis.call('EXISTS', job) == 1 then
-      redis.call('HDEL', job, 'owner', 'taken_ms')
+      redis.call('HDEL', job, 'owner', 'taken_ms', 'progress')
       redis.call('HSET', job, 'last_error', reason .. ' (worker ' .. owner .. ')')
       local attempts = tonumber(redis.call('HGET', job, 'attempts') or '0')
       local state = 'queued'
@@ -499,11 +512,14 @@ pub struct Books {
     pub jobs_failed: u64,
     pub jobs_completed: u64,
     pub fids_pending: u64,
+    /// Of the pending FIDs, those the running attempts finished already.
+    pub fids_in_progress_done: u64,
     pub fids_done: u64,
     pub fids_failed: u64,
     /// FIDs whose `full` backfill completed (the `done:full` bitmap).
     pub fids_done_full: u64,
     pub messages: u64,
+    /// Jobs in progress (at most the detail limit).
     pub in_progress: Vec<InProgress>,
     /// The oldest failed jobs (at most the detail limit).
     pub failed: Vec<FailedJob>,
@@ -644,6 +660,30 @@ impl Queue {
         Ok(renewed == 1)
     }
 
+    /// Records that a FID of a running job is finished (progress and rates only: the FID counts
+    /// as done when the job finishes). False when the lease is lost.
+    pub async fn progress(
+        &self,
+        job: &Job,
+        owner: &str,
+        fid: u64,
+        messages: u64,
+    ) -> Result<bool, QueueError> {
+        let mut connection = self.redis.connection();
+        let recorded: i64 = self
+            .script(PROGRESS)
+            .key(self.key("recent"))
+            .arg(&self.base)
+            .arg(job.id)
+            .arg(owner)
+            .arg(fid)
+            .arg(messages)
+            .arg(RECENT_KEEP_MS)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(recorded == 1)
+    }
+
     /// Records how an attempt ended, in one step: done FIDs, FIDs to retry (or give back) and
     /// FIDs that failed for good.
     pub async fn finish(
@@ -669,7 +709,6 @@ impl Queue {
             .arg(if outcome.release { "1" } else { "0" })
             .arg(attempts.max_attempts.max(1))
             .arg(millis(attempts.retry_delay))
-            .arg(RECENT_KEEP_MS)
             .arg(MAX_RETRY_DELAY_MS)
             .invoke_async(&mut connection)
             .await?;
@@ -798,9 +837,20 @@ impl Queue {
             .query_async(&mut connection)
             .await?;
         let stat = |name: &str| stats.get(name).copied().unwrap_or(0).max(0) as u64;
+        // FIDs the running attempts finished already.
+        let mut progress = redis::pipe();
+        for (id, _) in &leases {
+            progress.hget(self.job_key(*id), "progress");
+        }
+        let progress: Vec<Option<u64>> = if leases.is_empty() {
+            Vec::new()
+        } else {
+            progress.query_async(&mut connection).await?
+        };
+        let fids_in_progress_done = progress.into_iter().flatten().sum();
 
         let mut in_progress = Vec::with_capacity(leases.len());
-        for (id, deadline) in &leases {
+        for (id, deadline) in leases.iter().take(detail_limit) {
             let fields: BTreeMap<String, String> = connection.hgetall(self.job_key(*id)).await?;
             let taken = field_u64(&fields, "taken_ms");
             in_progress.push(InProgress {
@@ -826,14 +876,14 @@ impl Queue {
             });
         }
 
-        // Rates over the recent completions: `<id>:<fids>:<messages>:<ms>`.
+        // Rates over the recently finished FIDs: `<job>:<fid>:<messages>:<ms>`.
         let mut fids_recent = 0u64;
         let mut messages_recent = 0u64;
         let mut earliest = now_ms;
         for sample in &recent {
             let parts: Vec<&str> = sample.split(':').collect();
-            if let [_, fids, messages, at] = parts.as_slice() {
-                fids_recent += fids.parse::<u64>().unwrap_or(0);
+            if let [_, _, messages, at] = parts.as_slice() {
+                fids_recent += 1;
                 messages_recent += messages.parse::<u64>().unwrap_or(0);
                 earliest = earliest.min(at.parse().unwrap_or(now_ms));
             }
@@ -842,9 +892,10 @@ impl Queue {
         let fids_per_second = fids_recent as f64 / span_seconds;
         let messages_per_second = messages_recent as f64 / span_seconds;
         let fids_pending = stat("fids_pending");
+        let fids_left = fids_pending.saturating_sub(fids_in_progress_done);
         let eta_seconds = (fids_per_second > 0.0)
-            .then(|| (fids_pending as f64 / fids_per_second).ceil() as u64)
-            .or((fids_pending == 0).then_some(0));
+            .then(|| (fids_left as f64 / fids_per_second).ceil() as u64)
+            .or((fids_left == 0).then_some(0));
         Ok(Books {
             jobs_queued,
             jobs_delayed,
@@ -852,6 +903,7 @@ impl Queue {
             jobs_failed,
             jobs_completed: stat("jobs_completed"),
             fids_pending,
+            fids_in_progress_done,
             fids_done: stat("fids_done"),
             fids_failed: stat("fids_failed"),
             fids_done_full: done_full,

@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use waypoint_actors::{Actor, ActorError, Context, Mailbox};
+use waypoint_actors::{Actor, ActorError, Context};
 
 use super::Activity;
 use super::fetch;
 use super::queue::{FinishState, Finished, Job, Outcome, Queue};
-use super::writer;
+use super::{Writers, writer};
 use crate::hub::HubError;
 use crate::metrics::{
     BACKFILL_FID_DURATION_SECONDS, BACKFILL_FIDS_TOTAL, BACKFILL_JOB_RETRIES_TOTAL,
@@ -64,7 +64,7 @@ pub(crate) struct State {
 pub(crate) struct Worker {
     pub index: usize,
     pub runtime: Runtime,
-    pub writer: Mailbox<writer::Msg>,
+    pub writers: Writers,
     pub activity: Arc<Activity>,
 }
 
@@ -177,7 +177,7 @@ impl Worker {
             lease,
             Arc::clone(&lost),
         ));
-        let outcome = self.run_fids(ctx, job, &lost).await;
+        let outcome = self.run_fids(ctx, state, job, &lost).await;
         heartbeat.abort();
         let Some(outcome) = outcome else {
             tracing::warn!(job = job.id, worker = %state.owner, "lost the lease of a backfill job, leaving it to its new owner");
@@ -215,7 +215,13 @@ impl Worker {
     }
 
     /// Backfills the job's FIDs; None when the lease was lost.
-    async fn run_fids(&self, ctx: &Context<Msg>, job: &Job, lost: &AtomicBool) -> Option<Outcome> {
+    async fn run_fids(
+        &self,
+        ctx: &Context<Msg>,
+        state: &State,
+        job: &Job,
+        lost: &AtomicBool,
+    ) -> Option<Outcome> {
         let mut outcome = Outcome::default();
         let mut consecutive_failures = 0;
         for (position, &fid) in job.fids.iter().enumerate() {
@@ -232,6 +238,12 @@ impl Worker {
                     outcome.done.push(fid);
                     outcome.messages += messages;
                     consecutive_failures = 0;
+                    // Progress only: a failure here loses nothing (the job's finish counts).
+                    match state.queue.progress(job, &state.owner, fid, messages).await {
+                        Ok(true) => {}
+                        Ok(false) => return None,
+                        Err(error) => tracing::debug!(%error, "backfill progress not recorded"),
+                    }
                 }
                 Err(FidError::LeaseLost) => return None,
                 Err(FidError::Stopped) => {
@@ -306,16 +318,10 @@ impl Worker {
                         return Err(FidError::LeaseLost);
                     }
                     answer.saw_messages(page.iter().map(|message| message.hash.as_slice()));
-                    let prepared = tokio::task::spawn_blocking(move || {
-                        fetch::prepare(&page, verify, store_messages)
-                    })
-                    .await
-                    .map_err(|error| FidError::Write(format!("verification task: {error}")))?;
-                    for (hash, reason) in &prepared.rejected {
-                        tracing::warn!(fid, hash = %hex::encode(hash), reason = reason.as_str(), error = %reason, "backfill message rejected");
-                    }
-                    gathered.add(prepared.batch, prepared.accepted);
-                    if gathered.messages >= LOCAL_BATCH_MESSAGES {
+                    gathered.raw.extend(page);
+                    if gathered.raw.len() as u64 >= LOCAL_BATCH_MESSAGES {
+                        self.prepare(fid, &mut gathered, verify, store_messages)
+                            .await?;
                         self.write(gathered.take()).await?;
                     }
                 }
@@ -342,6 +348,8 @@ impl Worker {
         if lost.load(Ordering::SeqCst) {
             return Err(FidError::LeaseLost);
         }
+        self.prepare(fid, &mut gathered, verify, store_messages)
+            .await?;
         let written = gathered.written + gathered.messages;
         self.write(gathered.take()).await?;
 
@@ -369,36 +377,66 @@ impl Worker {
         Ok(written)
     }
 
-    /// Hands rows to the writer and waits until they are committed.
-    async fn write(&self, gathered: Gathered) -> Result<(), FidError> {
-        if gathered.batch.is_empty() {
+    /// Verifies the messages gathered so far, all in one go (larger groups verify faster per
+    /// signature than a page at a time), and turns the good ones into rows.
+    async fn prepare(
+        &self,
+        fid: u64,
+        gathered: &mut Gathered,
+        verify: bool,
+        store_messages: bool,
+    ) -> Result<(), FidError> {
+        if gathered.raw.is_empty() {
             return Ok(());
         }
-        let Gathered {
-            batch, messages, ..
-        } = gathered;
-        match self
-            .writer
-            .call(
-                |reply| writer::Msg::Write {
-                    batch: Box::new(batch),
-                    messages,
-                    reply,
-                },
-                None,
-            )
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(FidError::Write(error)),
-            Err(error) => Err(FidError::Write(error.to_string())),
+        let raw = std::mem::take(&mut gathered.raw);
+        let prepared =
+            tokio::task::spawn_blocking(move || fetch::prepare(&raw, verify, store_messages))
+                .await
+                .map_err(|error| FidError::Write(format!("verification task: {error}")))?;
+        for (hash, reason) in &prepared.rejected {
+            tracing::warn!(fid, hash = %hex::encode(hash), reason = reason.as_str(), error = %reason, "backfill message rejected");
         }
+        gathered.add(prepared.batch, prepared.accepted);
+        Ok(())
+    }
+
+    /// Hands rows to the writers of their parts and waits until all are committed.
+    async fn write(&self, gathered: Gathered) -> Result<(), FidError> {
+        let parts = gathered.batch.split();
+        let calls = parts.into_iter().map(|(part, batch, rows)| async move {
+            let Some(writer) = self.writers.get(&part) else {
+                return Err(FidError::Write(format!("no writer for {}", part.as_str())));
+            };
+            match writer
+                .call(
+                    |reply| writer::Msg::Write {
+                        batch: Box::new(batch),
+                        rows,
+                        reply,
+                    },
+                    None,
+                )
+                .await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(FidError::Write(format!("{}: {error}", part.as_str()))),
+                Err(error) => Err(FidError::Write(format!("{}: {error}", part.as_str()))),
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, FidError>>()?;
+        Ok(())
     }
 }
 
-/// Rows of one FID not handed to the writer yet.
+/// Messages and rows of one FID not handed to the writers yet.
 #[derive(Default)]
 struct Gathered {
+    /// Fetched, not verified yet.
+    raw: Vec<waypoint_proto::Message>,
     batch: Batch,
     /// Messages in `batch`.
     messages: u64,
@@ -423,6 +461,7 @@ impl Gathered {
     fn take(&mut self) -> Gathered {
         self.written += self.messages;
         Gathered {
+            raw: Vec::new(),
             batch: std::mem::take(&mut self.batch),
             messages: std::mem::take(&mut self.messages),
             written: 0,

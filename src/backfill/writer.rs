@@ -1,18 +1,23 @@
-//! `writer`: gathers the rows that workers hand over (pages of many FIDs, their on-chain
-//! events and proofs, the rows their answers prove gone) into large transactions, applied with
-//! the shared CRDT rules, and answers each worker once its rows are committed.
+//! `writer:<part>`: gathers the rows of one part of the data (casts, reactions, links, ...,
+//! see `BatchPart`) that workers hand over, from many FIDs, into large transactions applied
+//! with the shared CRDT rules, and answers each worker once its rows are committed. One
+//! writer per part, as the live path has one consumer per stream type: the parts take
+//! different advisory locks, so PostgreSQL applies them in parallel.
 //!
 //! Invariants:
 //! - a worker hears "written" only after the transaction holding its rows committed, so a FID
 //!   is reconciled (and its job marked done) only after all of its rows are durable;
-//! - a batch is written when it holds `backfill.write_batch_size` messages, when every worker
-//!   is waiting on it (nobody else will add to it), or after [`LINGER`];
+//! - rows are written as soon as nothing else is waiting in the mailbox (what arrived while the
+//!   last transaction ran goes into the next one: batches grow with the load, with no added
+//!   latency when it is light), or once they hold `backfill.write_batch_size` rows;
 //! - database errors that may pass are retried with backoff; past [`APPLY_DEADLINE`] the actor
 //!   fails (its waiting workers see the failure and retry their FIDs later). A batch the
 //!   database rejects is split: each worker's rows are applied alone, and only the ones that
 //!   fail are answered with the error.
 
 use std::time::{Duration, Instant};
+
+use crate::store::rows::BatchPart;
 
 use waypoint_actors::{Actor, ActorError, Context, RpcReplyPort};
 
@@ -23,44 +28,36 @@ use crate::runtime::Runtime;
 use crate::store::apply::{self, ApplyError};
 use crate::store::rows::Batch;
 
-/// How long a partly filled batch waits for more rows.
-const LINGER: Duration = Duration::from_millis(20);
 /// How long a batch keeps retrying a failing database before the actor gives up.
 const APPLY_DEADLINE: Duration = Duration::from_secs(60);
 /// First pause between apply retries.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// Longest pause between retries.
 const RETRY_MAX: Duration = Duration::from_secs(5);
-/// The `stream` label of the apply-duration histogram for backfill batches.
-const METRIC_LABEL: &str = "backfill";
 
 /// What a worker learns about its rows: committed, or why not.
 pub(crate) type WriteResult = Result<(), String>;
 
 pub(crate) enum Msg {
-    /// Rows to write; `messages` counts the messages among them (for the batch size).
+    /// Rows of this writer's part to write.
     Write {
         batch: Box<Batch>,
-        messages: u64,
+        rows: usize,
         reply: RpcReplyPort<WriteResult>,
     },
-    /// The linger time of the gathering batch `generation` is over.
-    Flush { generation: u64 },
 }
 
 pub(crate) struct State {
     pending: Vec<(Batch, RpcReplyPort<WriteResult>)>,
-    pending_messages: u64,
-    /// Counts batches, so a stale linger timer does not flush the next one early.
-    generation: u64,
-    timer_set: bool,
+    pending_rows: usize,
+    /// `backfill:<part>`, the label of the apply-duration histogram.
+    label: String,
 }
 
-/// The writer of the backfill subtree.
+/// The writer of one part of the data.
 pub(crate) struct Writer {
     pub runtime: Runtime,
-    /// Workers that may be waiting on the writer at once.
-    pub num_workers: usize,
+    pub part: BatchPart,
 }
 
 impl Actor for Writer {
@@ -71,9 +68,8 @@ impl Actor for Writer {
     async fn init(&self, _ctx: &Context<Msg>, _args: ()) -> Result<State, ActorError> {
         Ok(State {
             pending: Vec::new(),
-            pending_messages: 0,
-            generation: 0,
-            timer_set: false,
+            pending_rows: 0,
+            label: format!("backfill:{}", self.part.as_str()),
         })
     }
 
@@ -84,12 +80,9 @@ impl Actor for Writer {
         state: &mut State,
     ) -> Result<(), ActorError> {
         match msg {
-            Msg::Write {
-                batch,
-                messages,
-                reply,
-            } => self.on_write(ctx, state, *batch, messages, reply).await,
-            Msg::Flush { generation } => self.on_flush(ctx, state, generation).await,
+            Msg::Write { batch, rows, reply } => {
+                self.on_write(ctx, state, *batch, rows, reply).await
+            }
         }
     }
 
@@ -105,43 +98,21 @@ impl Writer {
         ctx: &Context<Msg>,
         state: &mut State,
         batch: Batch,
-        messages: u64,
+        rows: usize,
         reply: RpcReplyPort<WriteResult>,
     ) -> Result<(), ActorError> {
         state.pending.push((batch, reply));
-        state.pending_messages += messages;
-        let batch_size = self.runtime.config().backfill.write_batch_size as u64;
-        if state.pending_messages >= batch_size || state.pending.len() >= self.num_workers {
+        state.pending_rows += rows;
+        let batch_size = self.runtime.config().backfill.write_batch_size;
+        // The mailbox counts the message being handled: at 1, nothing else is waiting.
+        if state.pending_rows >= batch_size || ctx.mailbox().depth() <= 1 {
             return self.flush(ctx, state).await;
-        }
-        if !state.timer_set {
-            state.timer_set = true;
-            ctx.send_self_after(
-                LINGER,
-                Msg::Flush {
-                    generation: state.generation,
-                },
-            );
         }
         Ok(())
     }
 
-    async fn on_flush(
-        &self,
-        ctx: &Context<Msg>,
-        state: &mut State,
-        generation: u64,
-    ) -> Result<(), ActorError> {
-        if generation != state.generation {
-            return Ok(());
-        }
-        self.flush(ctx, state).await
-    }
-
     async fn flush(&self, ctx: &Context<Msg>, state: &mut State) -> Result<(), ActorError> {
-        state.generation += 1;
-        state.timer_set = false;
-        state.pending_messages = 0;
+        state.pending_rows = 0;
         let pending = std::mem::take(&mut state.pending);
         if pending.is_empty() {
             return Ok(());
@@ -150,24 +121,27 @@ impl Writer {
             pending.into_iter().unzip();
         if batches.len() == 1 {
             let batch = batches.into_iter().next().unwrap_or_default();
-            let result = self.apply_with_retry(ctx, batch).await?;
+            let result = self.apply_with_retry(ctx, &state.label, &batch).await?;
             answer(replies, |_| result.clone());
             return Ok(());
         }
+        // Combined without copying rows; on a rejection the shapes cut it back into the
+        // workers' parts.
         let mut combined = Batch::default();
-        let mut parts = Vec::with_capacity(batches.len());
+        let mut shapes = Vec::with_capacity(batches.len());
         for batch in batches {
-            // Kept for the split, should the database reject the combined batch.
-            parts.push(batch.clone());
+            shapes.push(batch.shape());
             combined.extend(batch);
         }
-        match self.apply_with_retry(ctx, combined).await? {
+        let label = state.label.clone();
+        match self.apply_with_retry(ctx, &label, &combined).await? {
             Ok(()) => answer(replies, |_| Ok(())),
             Err(error) => {
-                tracing::warn!(%error, parts = parts.len(), "backfill batch rejected, writing each worker's rows alone");
-                let mut results = Vec::with_capacity(parts.len());
-                for part in parts {
-                    results.push(self.apply_with_retry(ctx, part).await?);
+                tracing::warn!(%error, parts = shapes.len(), part = self.part.as_str(), "backfill batch rejected, writing each worker's rows alone");
+                let mut results = Vec::with_capacity(shapes.len());
+                for shape in &shapes {
+                    let part = combined.take_front(shape);
+                    results.push(self.apply_with_retry(ctx, &label, &part).await?);
                 }
                 answer(replies, |index| results[index].clone());
             }
@@ -180,14 +154,15 @@ impl Writer {
     async fn apply_with_retry(
         &self,
         ctx: &Context<Msg>,
-        batch: Batch,
+        label: &str,
+        batch: &Batch,
     ) -> Result<WriteResult, ActorError> {
         let started = Instant::now();
         let mut delay = RETRY_INITIAL;
         loop {
-            match self.apply_once(&batch).await {
+            match self.apply_once(batch).await {
                 Ok(()) => {
-                    metrics::histogram!(STORE_APPLY_BATCH_DURATION_SECONDS, LABEL_STREAM => METRIC_LABEL)
+                    metrics::histogram!(STORE_APPLY_BATCH_DURATION_SECONDS, LABEL_STREAM => label.to_owned())
                         .record(started.elapsed().as_secs_f64());
                     return Ok(Ok(()));
                 }
@@ -197,7 +172,7 @@ impl Writer {
                             format!("writing a backfill batch kept failing: {error}").into()
                         );
                     }
-                    tracing::warn!(%error, "backfill write failed, retrying");
+                    tracing::warn!(%error, part = self.part.as_str(), "backfill write failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(RETRY_MAX);
                 }

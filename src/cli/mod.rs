@@ -288,7 +288,9 @@ pub struct McpServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// The live pipeline end to end (dev hub → Redis → PostgreSQL): messages/s, lag, RSS, CPU
-    Stream(bench::StreamBenchArgs),
+    Stream(bench::stream::StreamBenchArgs),
+    /// A whole dev hub backfilled into an empty database: FIDs/s, messages/s, RSS, CPU
+    Backfill(bench::backfill::BackfillBenchArgs),
 }
 
 /// Arguments passed through unparsed to a command that defines its own.
@@ -337,7 +339,11 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Stream(args)) => match valid(config) {
-            Ok(config) => bench::run(args, config).await,
+            Ok(config) => bench::stream::run(args, config).await,
+            Err(code) => Ok(code),
+        },
+        Command::Bench(BenchCommand::Backfill(args)) => match valid(config) {
+            Ok(config) => bench::backfill::run(args, config).await,
             Err(code) => Ok(code),
         },
     }

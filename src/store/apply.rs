@@ -632,10 +632,18 @@ impl Writer<'_, '_> {
         let fids: Vec<i64> = keys.iter().map(|(fid, _)| *fid).collect();
         let key_values: Vec<&[u8]> = keys.iter().map(|(_, key)| key.as_slice()).collect();
         let set_kind = kind as i16;
+        // Only what the rule reads is materialised (the compact-state rule of links reads the
+        // link's type and target).
+        let link_columns = if kind == SetKind::Link {
+            ", r.type, r.target_fid"
+        } else {
+            ""
+        };
         let sql = format!(
             "WITH k AS (SELECT DISTINCT fid, key FROM unnest($1::int8[], $2::bytea[]) AS k(fid, key)),
              adds AS MATERIALIZED (
-                 SELECT r.* FROM {table} r JOIN k ON r.fid = k.fid AND r.{key_column} = k.key
+                 SELECT r.hash, r.fid, r.{key_column}, r.\"timestamp\"{link_columns}
+                 FROM {table} r JOIN k ON r.fid = k.fid AND r.{key_column} = k.key
              ),
              win AS (
                  SELECT DISTINCT ON (fid, key) fid, key, ts, is_remove, hash

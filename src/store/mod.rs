@@ -10,6 +10,7 @@ pub mod reconcile;
 pub mod rows;
 pub mod state;
 
+pub use analyze::analyze_statement;
 pub use migrate::{create_database_if_missing, drop_database, embedded_migrations, migrate};
 pub use pool::Pg;
 

@@ -210,6 +210,222 @@ pub struct Batch {
     pub skipped: Vec<(usize, SkipReason)>,
 }
 
+/// Row counts per table of a batch ([`Batch::shape`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShape([usize; 13]);
+
+/// The parts of a batch that apply independently: each touches its own tables under its own
+/// advisory lock (`store::apply`), so the parts of many batches can be written in parallel,
+/// one transaction per part, as the live path's consumers do per stream type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BatchPart {
+    Casts,
+    Reactions,
+    Links,
+    Verifications,
+    UserData,
+    UsernameProofs,
+    Onchain,
+    Messages,
+    /// Tombstones and rechecks touch every set.
+    Gone,
+}
+
+impl BatchPart {
+    pub const ALL: [BatchPart; 9] = [
+        BatchPart::Casts,
+        BatchPart::Reactions,
+        BatchPart::Links,
+        BatchPart::Verifications,
+        BatchPart::UserData,
+        BatchPart::UsernameProofs,
+        BatchPart::Onchain,
+        BatchPart::Messages,
+        BatchPart::Gone,
+    ];
+
+    /// A bounded label (metrics, actor names).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchPart::Casts => "casts",
+            BatchPart::Reactions => "reactions",
+            BatchPart::Links => "links",
+            BatchPart::Verifications => "verifications",
+            BatchPart::UserData => "user_data",
+            BatchPart::UsernameProofs => "username_proofs",
+            BatchPart::Onchain => "onchain_events",
+            BatchPart::Messages => "messages",
+            BatchPart::Gone => "gone",
+        }
+    }
+}
+
+impl Batch {
+    /// Splits the batch into its independent parts (empty parts left out), each with the
+    /// number of rows it holds.
+    pub fn split(self) -> Vec<(BatchPart, Batch, usize)> {
+        let mut parts = Vec::new();
+        let mut push = |part: BatchPart, batch: Batch| {
+            let rows = batch.num_rows();
+            if rows > 0 {
+                parts.push((part, batch, rows));
+            }
+        };
+        let mut removes: std::collections::BTreeMap<SetKind, Vec<RemoveRow>> =
+            std::collections::BTreeMap::new();
+        for remove in self.removes {
+            removes.entry(remove.set_kind).or_default().push(remove);
+        }
+        let mut removes_of = |kind| removes.remove(&kind).unwrap_or_default();
+        push(
+            BatchPart::Casts,
+            Batch {
+                casts: self.casts,
+                removes: removes_of(SetKind::Cast),
+                ..Batch::default()
+            },
+        );
+        push(
+            BatchPart::Reactions,
+            Batch {
+                reactions: self.reactions,
+                removes: removes_of(SetKind::Reaction),
+                ..Batch::default()
+            },
+        );
+        push(
+            BatchPart::Links,
+            Batch {
+                links: self.links,
+                compact_states: self.compact_states,
+                removes: removes_of(SetKind::Link),
+                ..Batch::default()
+            },
+        );
+        push(
+            BatchPart::Verifications,
+            Batch {
+                verifications: self.verifications,
+                removes: removes_of(SetKind::Verification),
+                ..Batch::default()
+            },
+        );
+        push(
+            BatchPart::UserData,
+            Batch {
+                user_data: self.user_data,
+                ..Batch::default()
+            },
+        );
+        push(
+            BatchPart::UsernameProofs,
+            Batch {
+                proofs: self.proofs,
+                proof_removals: self.proof_removals,
+                ..Batch::default()
+            },
+        );
+        push(
+            BatchPart::Onchain,
+            Batch {
+                onchain: self.onchain,
+                ..Batch::default()
+            },
+        );
+        push(
+            BatchPart::Messages,
+            Batch {
+                messages: self.messages,
+                ..Batch::default()
+            },
+        );
+        push(
+            BatchPart::Gone,
+            Batch {
+                tombstones: self.tombstones,
+                rechecks: self.rechecks,
+                ..Batch::default()
+            },
+        );
+        parts
+    }
+
+    /// Row counts per table: after `extend`ing several batches into one, `take_front` with
+    /// each one's shape, in order, gives them back.
+    pub fn shape(&self) -> BatchShape {
+        BatchShape([
+            self.casts.len(),
+            self.reactions.len(),
+            self.links.len(),
+            self.verifications.len(),
+            self.removes.len(),
+            self.user_data.len(),
+            self.proofs.len(),
+            self.proof_removals.len(),
+            self.onchain.len(),
+            self.compact_states.len(),
+            self.tombstones.len(),
+            self.rechecks.len(),
+            self.messages.len(),
+        ])
+    }
+
+    /// Takes the first rows of every table, as many as `shape` counts (see [`Batch::shape`]).
+    pub fn take_front(&mut self, shape: &BatchShape) -> Batch {
+        fn front<T>(rows: &mut Vec<T>, count: usize) -> Vec<T> {
+            rows.drain(..count.min(rows.len())).collect()
+        }
+        let [
+            casts,
+            reactions,
+            links,
+            verifications,
+            removes,
+            user_data,
+            proofs,
+            proof_removals,
+            onchain,
+            compact_states,
+            tombstones,
+            rechecks,
+            messages,
+        ] = shape.0;
+        Batch {
+            casts: front(&mut self.casts, casts),
+            reactions: front(&mut self.reactions, reactions),
+            links: front(&mut self.links, links),
+            verifications: front(&mut self.verifications, verifications),
+            removes: front(&mut self.removes, removes),
+            user_data: front(&mut self.user_data, user_data),
+            proofs: front(&mut self.proofs, proofs),
+            proof_removals: front(&mut self.proof_removals, proof_removals),
+            onchain: front(&mut self.onchain, onchain),
+            compact_states: front(&mut self.compact_states, compact_states),
+            tombstones: front(&mut self.tombstones, tombstones),
+            rechecks: front(&mut self.rechecks, rechecks),
+            messages: front(&mut self.messages, messages),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Rows the batch writes (inputs that produced nothing not counted).
+    pub fn num_rows(&self) -> usize {
+        self.casts.len()
+            + self.reactions.len()
+            + self.links.len()
+            + self.verifications.len()
+            + self.removes.len()
+            + self.user_data.len()
+            + self.proofs.len()
+            + self.proof_removals.len()
+            + self.onchain.len()
+            + self.compact_states.len()
+            + self.tombstones.len()
+            + self.rechecks.len()
+            + self.messages.len()
+    }
+}
+
 /// How a message reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -340,19 +556,7 @@ impl Batch {
 
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.casts.is_empty()
-            && self.reactions.is_empty()
-            && self.links.is_empty()
-            && self.verifications.is_empty()
-            && self.removes.is_empty()
-            && self.user_data.is_empty()
-            && self.proofs.is_empty()
-            && self.proof_removals.is_empty()
-            && self.onchain.is_empty()
-            && self.compact_states.is_empty()
-            && self.tombstones.is_empty()
-            && self.rechecks.is_empty()
-            && self.messages.is_empty()
+        self.num_rows() == 0
     }
 
     /// Adds another batch's rows to this one (skips keep their own indexes).
@@ -801,5 +1005,63 @@ mod tests {
         );
         assert_ne!(link_key("follow", 1), link_key("follow", 2));
         assert_ne!(link_key("follow", 1), link_key("block", 1));
+    }
+
+    #[test]
+    fn a_split_keeps_every_row_and_removes_with_their_set() {
+        let remove = |set_kind| RemoveRow {
+            hash: vec![set_kind as u8],
+            set_kind,
+            fid: 1,
+            crdt_key: Vec::new(),
+            timestamp: 0,
+        };
+        let mut batch = Batch {
+            removes: vec![
+                remove(SetKind::Cast),
+                remove(SetKind::Link),
+                remove(SetKind::Link),
+            ],
+            ..Batch::default()
+        };
+        batch.add_gone(
+            vec![9],
+            0,
+            Some(RecheckRow {
+                set_kind: SetKind::Reaction,
+                fid: 1,
+                key: Vec::new(),
+            }),
+        );
+        batch.add_proof_gone("alice".into(), 1, 0, 0);
+        let rows = batch.num_rows();
+        let parts = batch.split();
+        let summary: Vec<(BatchPart, usize)> =
+            parts.iter().map(|(part, _, rows)| (*part, *rows)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (BatchPart::Casts, 1),
+                (BatchPart::Links, 2),
+                (BatchPart::UsernameProofs, 1),
+                (BatchPart::Gone, 2),
+            ]
+        );
+        assert_eq!(parts.iter().map(|(_, _, rows)| rows).sum::<usize>(), rows);
+        let links = &parts[1].1;
+        assert!(links.removes.iter().all(|r| r.set_kind == SetKind::Link));
+
+        // Combined and cut back by shape, the parts come back whole and in order.
+        let shapes: Vec<BatchShape> = parts.iter().map(|(_, batch, _)| batch.shape()).collect();
+        let mut combined = Batch::default();
+        for (_, batch, _) in parts.iter().cloned() {
+            combined.extend(batch);
+        }
+        for ((_, part, rows), shape) in parts.iter().zip(&shapes) {
+            let back = combined.take_front(shape);
+            assert_eq!(back.num_rows(), *rows);
+            assert_eq!(back.shape(), part.shape());
+        }
+        assert!(combined.is_empty());
     }
 }

@@ -11,10 +11,10 @@
 //! 2. steady state: `--steady-seconds` at the live rate — hub-to-row lag p50/p99 (from the
 //!    subscriber receiving an event to the commit of its batch).
 
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 
@@ -23,7 +23,8 @@ use crate::hub;
 use crate::runtime::Role;
 use crate::service::Service;
 
-use super::proc::{current_rss_mib, peak_rss_mib, process_cpu_seconds};
+use super::{DevHubChild, cleanup, counter_total, scratch};
+use crate::cli::proc::{current_rss_mib, peak_rss_mib, process_cpu_seconds};
 
 /// `waypoint bench stream`.
 #[derive(Debug, Args)]
@@ -66,57 +67,30 @@ pub async fn run(args: StreamBenchArgs, mut config: Config) -> anyhow::Result<Ex
         .messages
         .div_ceil(u64::from(args.messages_per_fid))
         .max(1);
-    let scratch = format!("waypoint_bench_{:08x}", rand::random::<u32>());
-    config.database.url = replace_database(&config.database.url, &scratch)?;
-    config.redis.prefix = scratch.replace('_', "-");
-    config.hub.verify_messages = !args.no_verify;
-    config.health.port = free_port()?;
-    let port = free_port()?;
-    config.hub.url = format!("http://127.0.0.1:{port}");
-
+    scratch(&mut config, !args.no_verify)?;
     eprintln!(
         "bench: building a dev hub with {fids} fids x {} messages ...",
         args.messages_per_fid
     );
-    let mut devhub = tokio::process::Command::new(std::env::current_exe()?)
-        .args([
-            "devhub",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--fids",
-            &fids.to_string(),
-            "--messages-per-fid",
-            &args.messages_per_fid.to_string(),
-            "--shards",
-            &args.shards.to_string(),
-            "--seed",
-            &args.seed.to_string(),
-            "--live-rate",
-            &args.live_rate.to_string(),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the dev hub")?;
-    let hub = hub::Client::new(hub::options_from_config(&config.hub))?;
-    let build_started = Instant::now();
-    loop {
-        if let Some(status) = devhub.try_wait()? {
-            bail!("the dev hub exited while building: {status}");
-        }
-        if hub.info().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    eprintln!(
-        "bench: dev hub ready after {:.1}s",
-        build_started.elapsed().as_secs_f64()
-    );
+    let devhub = DevHubChild::start(
+        &config,
+        &[
+            "--fids".into(),
+            fids.to_string(),
+            "--messages-per-fid".into(),
+            args.messages_per_fid.to_string(),
+            "--shards".into(),
+            args.shards.to_string(),
+            "--seed".into(),
+            args.seed.to_string(),
+            "--live-rate".into(),
+            args.live_rate.to_string(),
+        ],
+    )
+    .await?;
 
     let result = measure(&args, config.clone()).await;
-    let _ = devhub.start_kill();
+    devhub.stop();
     if !args.keep {
         cleanup(&config).await;
     }
@@ -319,39 +293,4 @@ fn print(args: &StreamBenchArgs, figures: &Figures) {
             })
         );
     }
-}
-
-/// The sum of a counter over its labels, from the Prometheus exposition.
-fn counter_total(runtime: &crate::runtime::Runtime, name: &str) -> u64 {
-    runtime
-        .metrics()
-        .render()
-        .lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter(|line| line[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-fn replace_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let mut parsed = url::Url::parse(url).with_context(|| format!("database.url {url:?}"))?;
-    parsed.set_path(&format!("/{name}"));
-    Ok(parsed.to_string())
-}
-
-async fn cleanup(config: &Config) {
-    if let Err(error) = crate::store::drop_database(&config.database).await {
-        eprintln!("bench: could not drop the scratch database: {error}");
-    }
-    if let Ok(redis) = crate::streams::Redis::connect(&config.redis).await
-        && let Err(error) = redis.delete_prefix().await
-    {
-        eprintln!("bench: could not delete the scratch keys: {error}");
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
