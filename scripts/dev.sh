@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The README's first command: runs Waypoint (`start`, both roles) against the built-in dev hub,
-# with local PostgreSQL and Redis (installed and started by scripts/services.sh when absent).
+# The README's first command: runs Waypoint (`start --backfill`: both roles and backfill
+# workers) against the built-in dev hub, with local PostgreSQL and Redis (installed and started
+# by scripts/services.sh when absent).
 #
 #   scripts/dev.sh                 1,000 fids, 5 live messages/s, health on :8080
 #   DEVHUB_FIDS=200 DEVHUB_LIVE_RATE=50 scripts/dev.sh
+#   scripts/dev.sh consumer        other `start` arguments instead of `--backfill`
 #
 # Ctrl-C drains Waypoint (exit 0) and stops the dev hub. The dev hub writes what a correct
 # replica must contain to target/devhub-state.json (at start and again when it stops).
@@ -30,6 +32,9 @@ export WAYPOINT_DATABASE__URL=${WAYPOINT_DATABASE__URL:-postgresql://postgres@12
 export WAYPOINT_REDIS__URL=${WAYPOINT_REDIS__URL:-redis://127.0.0.1:6379}
 export WAYPOINT_REDIS__PREFIX=${WAYPOINT_REDIS__PREFIX:-waypoint-dev}
 echo "waypoint: health http://127.0.0.1:${PORT:-8080}/health, readiness /ready, metrics /metrics" >&2
+if [ "$#" -eq 0 ]; then
+  set -- --backfill
+fi
 "$bin" start "$@" &
 waypoint=$!
 trap 'kill -TERM "$waypoint" 2>/dev/null || true' INT TERM

@@ -79,7 +79,7 @@ pub const STORE_ANALYZE_RUNS_TOTAL: &str = "waypoint_store_analyze_runs_total";
 /// Histogram {stream}: time to apply one batch to PostgreSQL.
 pub const STORE_APPLY_BATCH_DURATION_SECONDS: &str = "waypoint_store_apply_batch_duration_seconds";
 /// Gauge {state}: backfill jobs in the queue's books (`queued`, `delayed`, `in_progress`,
-/// `failed`), over every worker process.
+/// `failed`, `completed`), over every worker process.
 pub const BACKFILL_JOBS: &str = "waypoint_backfill_jobs";
 /// Gauge {state}: FIDs in the queue's books (`done`, `pending`, `failed`).
 pub const BACKFILL_FIDS: &str = "waypoint_backfill_fids";
@@ -276,7 +276,7 @@ pub fn describe() {
     describe_gauge!(
         BACKFILL_JOBS,
         Unit::Count,
-        "Backfill jobs in the queue's books, per state (queued, delayed, in_progress, failed)"
+        "Backfill jobs in the queue's books, per state (queued, delayed, in_progress, failed, completed)"
     );
     describe_gauge!(
         BACKFILL_FIDS,

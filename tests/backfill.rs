@@ -670,11 +670,36 @@ async fn start_backfill_on_an_empty_database_queues_every_fid_once_and_converges
         again.terminate(Duration::from_secs(30)).await.code(),
         Some(0)
     );
-    let books = books(&redis).await;
+    let held = books(&redis).await;
     assert_eq!(
-        books.fids_done, 80,
-        "each fid queued and done once: {books:?}"
+        held.fids_done, 80,
+        "each fid queued and done once: {held:?}"
     );
+
+    // Redis forgets everything (a restart without persistence): the next start notices the
+    // books are gone and queues every fid again.
+    waypoint::streams::Redis::connect(&redis.config())
+        .await
+        .expect("redis")
+        .delete_prefix()
+        .await
+        .expect("flush the prefix");
+    let mut after_loss = Waypoint::start(&["start", "--backfill"], &env, &log);
+    after_loss.wait_log("lost its books").await;
+    let started = Instant::now();
+    while books(&redis).await.fids_done < 80 {
+        after_loss.assert_running();
+        assert!(
+            started.elapsed() < FINISH,
+            "the fids were not backfilled again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        after_loss.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+    wait_live_sets_equal(&hub, &pg, FINISH).await;
 
     pg.close();
     hub.shutdown().await;
@@ -1075,7 +1100,13 @@ async fn backfill_workers_are_supervised_actors_with_metrics() {
     .expect("restart");
     assert_eq!(status, 200);
     let metrics = wait_for(port, "/metrics", 200).await;
-    for actor in ["writer", "coordinator", "worker:0", "worker:2"] {
+    for actor in [
+        "writer:casts",
+        "writer:gone",
+        "coordinator",
+        "worker:0",
+        "worker:2",
+    ] {
         assert!(
             metrics.contains(&format!(
                 "waypoint_actor_mailbox_capacity{{actor=\"root/backfill/{actor}\"}}"

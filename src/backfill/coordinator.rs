@@ -159,6 +159,7 @@ impl Coordinator {
             ("delayed", books.jobs_delayed),
             ("in_progress", books.jobs_in_progress),
             ("failed", books.jobs_failed),
+            ("completed", books.jobs_completed),
         ] {
             metrics::gauge!(BACKFILL_JOBS, LABEL_STATE => gauge_state).set(value as f64);
         }
@@ -326,8 +327,21 @@ impl Coordinator {
         let client = pg.get().await?;
         let claimed_at = format!("{:?}", std::time::SystemTime::now());
         if !meta::claim(&**client, QUEUED_EVERY_FID, &claimed_at).await? {
-            tracing::info!("every fid was queued for backfill once for this database already");
-            return Ok(());
+            // Queued before: unless Redis lost the queue since (restarted without persistence,
+            // flushed, failed over to an empty replica), in which case its jobs are gone.
+            let recorded = meta::get(&**client, QUEUED_EVERY_FID).await?;
+            if recorded.is_some() && state.queue.epoch().await? == recorded {
+                tracing::info!("every fid was queued for backfill once for this database already");
+                return Ok(());
+            }
+            tracing::warn!(
+                "the backfill queue in redis lost its books since every fid was queued; queueing every fid again"
+            );
+            meta::release(&**client, QUEUED_EVERY_FID).await?;
+            if !meta::claim(&**client, QUEUED_EVERY_FID, &claimed_at).await? {
+                // Another process just claimed it again.
+                return Ok(());
+            }
         }
         let queued = async {
             let fids = fids::all_registered(&hub, None).await?;
@@ -355,6 +369,7 @@ impl Coordinator {
                     already_queued = queued.already_pending,
                     "queued every registered fid for backfill"
                 );
+                state.queue.set_epoch(&claimed_at).await?;
                 Ok(())
             }
             Err(error) => {

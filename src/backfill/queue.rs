@@ -18,6 +18,7 @@
 //! | `done:<kind>` | bitmap | FIDs completed for a job kind (bit = fid) |
 //! | `pending:<kind>` | bitmap | FIDs queued, in progress or failed for a kind: never queued twice |
 //! | `marker:<shard>` | hash | the retention marker being worked off: `value`, `outstanding` jobs, `queued` |
+//! | `epoch` | string | when every FID was queued for this deployment's database (mirrors `waypoint_meta`: a mismatch means Redis lost the books) |
 //!
 //! Why no job is lost or done twice: taking a job moves it from `queue` to `leases` in one
 //! script, so a crash between "take" and "done" leaves it leased, and the lease running out
@@ -976,6 +977,20 @@ impl Queue {
             .await?;
         let () = connection.del(self.key(&format!("marker:{shard}"))).await?;
         Ok(deleted == 1)
+    }
+
+    /// When every FID was queued (see [`Queue::set_epoch`]), as these books remember it.
+    pub async fn epoch(&self) -> Result<Option<String>, QueueError> {
+        let mut connection = self.redis.connection();
+        Ok(connection.get(self.key("epoch")).await?)
+    }
+
+    /// Records when every FID was queued, so a later start can tell whether these books still
+    /// hold those jobs.
+    pub async fn set_epoch(&self, value: &str) -> Result<(), QueueError> {
+        let mut connection = self.redis.connection();
+        let () = connection.set(self.key("epoch"), value).await?;
+        Ok(())
     }
 
     /// The retention marker of `shard` as stored (the text `repair` wrote), if any.
