@@ -261,7 +261,9 @@ impl Coordinator {
         };
         match state.queue.marker_work(shard).await? {
             Some(work) if work.value == value && work.queued => {
-                if work.outstanding > 0 {
+                if work.outstanding > 0
+                    || (work.wait_for_idle && !state.queue.books(0).await?.is_idle())
+                {
                     return Ok(());
                 }
                 if state.queue.clear_marker(shard, &value).await? {
@@ -291,7 +293,10 @@ impl Coordinator {
                         Some(shard),
                     )
                     .await?;
-                state.queue.marker_queued(shard).await?;
+                state
+                    .queue
+                    .marker_queued(shard, queued.already_pending > 0)
+                    .await?;
                 tracing::warn!(
                     shard,
                     fids = fids.len(),

@@ -547,6 +547,8 @@ pub struct MarkerWork {
     pub outstanding: i64,
     /// Every FID of the shard is queued.
     pub queued: bool,
+    /// Some FIDs were in other jobs already: done once the whole queue is idle.
+    pub wait_for_idle: bool,
 }
 
 /// The pipelined reads behind [`Books`]: queued, delayed, leases with their deadlines,
@@ -938,11 +940,16 @@ impl Queue {
         Ok(claimed == 1)
     }
 
-    /// Records that every FID of the shard is queued for its marker.
-    pub async fn marker_queued(&self, shard: u32) -> Result<(), QueueError> {
+    /// Records that every FID of the shard is queued for its marker; `wait_for_idle`: some of
+    /// them were queued already by other jobs, so the marker's work is done only once the whole
+    /// queue is.
+    pub async fn marker_queued(&self, shard: u32, wait_for_idle: bool) -> Result<(), QueueError> {
         let mut connection = self.redis.connection();
         let () = connection
-            .hset(self.key(&format!("marker:{shard}")), "queued", 1)
+            .hset_multiple(
+                self.key(&format!("marker:{shard}")),
+                &[("queued", 1), ("wait_for_idle", u8::from(wait_for_idle))],
+            )
             .await?;
         Ok(())
     }
@@ -963,6 +970,7 @@ impl Queue {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
             queued: fields.get("queued").is_some_and(|queued| queued == "1"),
+            wait_for_idle: fields.get("wait_for_idle").is_some_and(|wait| wait == "1"),
         }))
     }
 

@@ -58,6 +58,8 @@ pub(crate) struct State {
     owner: String,
     idle_delay: Duration,
     error_delay: Duration,
+    /// The jobs a crashed incarnation held were given back.
+    returned_own: bool,
 }
 
 /// One backfill worker.
@@ -102,6 +104,7 @@ impl Actor for Worker {
             owner: format!("{}:backfill:{}", self.runtime.instance(), self.index),
             idle_delay: IDLE_POLL_INITIAL,
             error_delay: ERROR_RETRY_INITIAL,
+            returned_own: false,
         })
     }
 
@@ -127,12 +130,15 @@ impl Worker {
         // Whatever a crashed incarnation of this worker held goes back first (the owner name
         // is stable for the process), then take a job.
         let taken = async {
-            let returned = state
-                .queue
-                .return_owned(&state.owner, config.backfill.max_attempts)
-                .await?;
-            for job in &returned {
-                tracing::warn!(job = job.id, worker = %state.owner, to_failed = job.failed, "gave back the job of a crashed worker");
+            if !state.returned_own {
+                let returned = state
+                    .queue
+                    .return_owned(&state.owner, config.backfill.max_attempts)
+                    .await?;
+                for job in &returned {
+                    tracing::warn!(job = job.id, worker = %state.owner, to_failed = job.failed, "gave back the job of a crashed worker");
+                }
+                state.returned_own = true;
             }
             state.queue.take(&state.owner, lease).await
         };

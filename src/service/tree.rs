@@ -7,7 +7,7 @@
 //! ├─ api (one_for_one)             health :8080                           every process
 //! ├─ spam                          label lists, loaded before any reader   producer, both, backfill
 //! ├─ persist (one_for_one)         consumer:<type>:<n>, reclaimer          consumer, both
-//! ├─ backfill (one_for_one)        writer, coordinator, worker:<n>         start --backfill, backfill ...
+//! ├─ backfill (one_for_one)        writer:<part>, coordinator, worker:<n>  start --backfill, backfill ...
 //! └─ produce (rest_for_one)        added once the hub's shards are known   producer, both
 //!    ├─ publisher:<type>
 //!    └─ ingest (one_for_one)       repair, subscriber:<shard>
@@ -18,7 +18,7 @@
 use waypoint_actors::{ChildSpec, Strategy, SupervisorSpec};
 
 use crate::runtime::Runtime;
-use crate::supervision::{self, API, PERSIST, PRODUCE, SPAM};
+use crate::supervision::{self, API, BACKFILL, PERSIST, PRODUCE, SPAM};
 use crate::{api, backfill, pipeline};
 
 /// The tree of this process at start, without `produce` (added once the shards are known,
@@ -48,7 +48,8 @@ pub fn root_spec(runtime: &Runtime) -> SupervisorSpec {
 pub fn affected_subtrees(section: &str) -> Affected {
     match section {
         "database" => Affected::Restart(&[PERSIST]),
-        "redis" | "stream" => Affected::Restart(&[PERSIST, PRODUCE]),
+        "redis" => Affected::Restart(&[PERSIST, PRODUCE, BACKFILL]),
+        "stream" => Affected::Restart(&[PERSIST, PRODUCE]),
         "hub" => Affected::Restart(&[PRODUCE]),
         "spam" => Affected::Restart(&[SPAM]),
         "health" | "rest" | "mcp" => Affected::Restart(&[API]),
@@ -83,6 +84,11 @@ mod tests {
             affected_subtrees("stream"),
             Affected::Restart(&[PERSIST, PRODUCE])
         );
+        assert_eq!(
+            affected_subtrees("redis"),
+            Affected::Restart(&[PERSIST, PRODUCE, BACKFILL])
+        );
+        assert_eq!(affected_subtrees("backfill"), Affected::ReadWhereUsed);
         assert_eq!(affected_subtrees("logging"), Affected::NextStart);
         assert_eq!(affected_subtrees("unknown"), Affected::Nothing);
     }
