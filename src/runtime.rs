@@ -105,9 +105,10 @@ impl Plan {
 pub struct BackfillStatus {
     /// Jobs are queued or in progress (in this process or another).
     pub running: bool,
-    /// FIDs completed, over all jobs the queue's books know of.
+    /// FIDs completed since the queue's books began (a FID queued again and completed again
+    /// counts twice), including those the running jobs finished already.
     pub fids_done: u64,
-    /// FIDs completed, queued or in progress.
+    /// `fids_done` plus the FIDs queued, in progress or failed.
     pub fids_total: u64,
     /// FIDs whose jobs ended in the failed list.
     pub fids_failed: u64,

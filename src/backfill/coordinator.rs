@@ -266,6 +266,13 @@ impl Coordinator {
                 {
                     return Ok(());
                 }
+                if work.failed > 0 {
+                    tracing::warn!(
+                        shard,
+                        failed_jobs = work.failed,
+                        "some of the shard's backfill jobs failed: `waypoint backfill fid inspect` lists them, `retry-failed` runs them again"
+                    );
+                }
                 if state.queue.clear_marker(shard, &value).await? {
                     tracing::info!(
                         shard,
@@ -277,9 +284,9 @@ impl Coordinator {
                 }
             }
             _ => {
-                if !state.queue.claim_marker(shard, &value).await? {
+                let Some(claim) = state.queue.claim_marker(shard, &value).await? else {
                     return Ok(());
-                }
+                };
                 let config = self.runtime.config();
                 let fids = fids::registered(hub, &[shard], None).await?;
                 // FIDs done before are done again: their events since were lost.
@@ -290,7 +297,7 @@ impl Coordinator {
                         &fids,
                         config.backfill.batch_size,
                         true,
-                        Some(shard),
+                        Some((shard, claim)),
                     )
                     .await?;
                 state

@@ -104,24 +104,24 @@ pub(crate) fn prepare(page: &[Message], verify_messages: bool, store_messages: b
     }
 }
 
-/// Whether a hub error about one FID is final: the hub refuses the request itself, so asking
-/// again cannot help (NOT_FOUND, INVALID_ARGUMENT, an answer too large for the configured
-/// limit, bytes that do not decode). Everything else may pass.
+/// Whether a hub error about one FID is final: the hub refuses the request itself (NOT_FOUND,
+/// INVALID_ARGUMENT), so asking again cannot help. Everything else may pass, or is a problem
+/// of the hub or of the configuration that an operator fixes and the job's next attempt
+/// outlives (an answer too large is retried with smaller pages first, see the worker).
 pub(crate) fn is_final(error: &HubError) -> bool {
-    match error {
-        HubError::Status { code, .. } => matches!(
-            code,
-            tonic::Code::NotFound
-                | tonic::Code::InvalidArgument
-                | tonic::Code::OutOfRange
-                | tonic::Code::FailedPrecondition
-                | tonic::Code::Unimplemented
-        ),
-        HubError::TooLarge { .. } | HubError::Decode { .. } | HubError::InvalidOption { .. } => {
-            true
+    matches!(
+        error,
+        HubError::Status {
+            code: tonic::Code::NotFound | tonic::Code::InvalidArgument,
+            ..
         }
-        HubError::Transport { .. } | HubError::Deadline { .. } => false,
-    }
+    )
+}
+
+/// Whether `list` may be missing on a hub (an older node, a proxy that does not pass it):
+/// lend storage is not modelled by the replica, so a hub without it loses nothing.
+pub(crate) fn is_optional(list: FidMessages) -> bool {
+    list == FidMessages::AllLendStorage
 }
 
 #[cfg(test)]
@@ -161,5 +161,12 @@ mod tests {
             method: "GetFids",
             seconds: 1
         }));
+        assert!(!is_final(&status(tonic::Code::Unimplemented)));
+        assert!(!is_final(&HubError::TooLarge {
+            method: "GetAllCastMessagesByFid",
+            limit: 1,
+            message: String::new()
+        }));
+        assert!(is_optional(FidMessages::AllLendStorage) && !is_optional(FidMessages::AllCasts));
     }
 }

@@ -56,16 +56,23 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
-    fn started(&self) {
+    /// A worker is on a job until the guard drops (also when the worker panics).
+    fn on_job(self: &Arc<Self>) -> OnJob {
         self.busy.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn finished(&self) {
-        self.busy.fetch_sub(1, Ordering::SeqCst);
+        OnJob(Arc::clone(self))
     }
 
     fn busy(&self) -> usize {
         self.busy.load(Ordering::SeqCst)
+    }
+}
+
+/// A worker's job in [`Activity`]'s count.
+pub(crate) struct OnJob(Arc<Activity>);
+
+impl Drop for OnJob {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -13,11 +13,11 @@
 //! | `failed` | zset | jobs out of attempts (or whose FIDs the hub refuses), by when they failed |
 //! | `job:<id>` | hash | `kind`, `fids`, `num_fids`, `attempts`, `owner`, `taken_ms`, `queued_ms`, `last_error`, `marker`, `progress` (FIDs finished by the running attempt) |
 //! | `seq` | string | the last job id |
-//! | `stats` | hash | `fids_pending`, `fids_done`, `fids_failed`, `jobs_completed`, `jobs_failed`, `messages` |
+//! | `stats` | hash | `fids_pending`, `fids_done` (completions, counted again when FIDs are queued again), `fids_failed`, `jobs_completed`, `messages` |
 //! | `recent` | zset | FIDs finished in the last ten minutes (`<job>:<fid>:<messages>:<ms>`), for rates |
 //! | `done:<kind>` | bitmap | FIDs completed for a job kind (bit = fid) |
 //! | `pending:<kind>` | bitmap | FIDs queued, in progress or failed for a kind: never queued twice |
-//! | `marker:<shard>` | hash | the retention marker being worked off: `value`, `outstanding` jobs, `queued` |
+//! | `marker:<shard>` | hash | the retention marker being worked off: `value`, `claim` (jobs name it: `marker` = `<shard>:<claim>`), `outstanding` jobs, `failed` jobs, `queued`, `wait_for_idle` |
 //! | `epoch` | string | when every FID was queued for this deployment's database (mirrors `waypoint_meta`: a mismatch means Redis lost the books) |
 //!
 //! Why no job is lost or done twice: taking a job moves it from `queue` to `leases` in one
@@ -60,6 +60,17 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- Counts a job of a retention marker's claim (`<shard>:<claim>`) in or out; a job of an older
+-- claim of the shard is not counted. Returns the claim's outstanding jobs, or -1.
+local function marker_add(base, marker, delta, failed)
+  if not marker or marker == '' then return -1 end
+  local shard, claim = string.match(marker, '^(%d+):(%d+)$')
+  if not shard then return -1 end
+  local key = base .. 'marker:' .. shard
+  if redis.call('HGET', key, 'claim') ~= claim then return -1 end
+  if failed then redis.call('HINCRBY', key, 'failed', 1) end
+  return redis.call('HINCRBY', key, 'outstanding', delta)
+end
 local function split(csv)
   local out = {}
   if csv == nil or csv == false or csv == '' then return out end
@@ -68,7 +79,7 @@ local function split(csv)
 end
 ";
 
-/// ARGV: base, kind, force, batch size, marker shard ('' for none), fids...
+/// ARGV: base, kind, force, batch size, marker claim (`<shard>:<claim>`, '' for none), fids...
 /// Returns {jobs, fids queued, already done, already pending}.
 const ENQUEUE: &str = r"
 local base, kind, force, size, marker = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4]), ARGV[5]
@@ -97,7 +108,7 @@ while i <= #fresh do
     'attempts', 0, 'queued_ms', now)
   if marker ~= '' then
     redis.call('HSET', job, 'marker', marker)
-    redis.call('HINCRBY', base .. 'marker:' .. marker, 'outstanding', 1)
+    marker_add(base, marker, 1, false)
   end
   redis.call('RPUSH', base .. 'queue', id)
   jobs = jobs + 1
@@ -174,8 +185,10 @@ local function fail(target, target_id, count)
   redis.call('ZADD', base .. 'failed', now, target_id)
   redis.call('HINCRBY', stats, 'fids_failed', count)
   redis.call('HINCRBY', stats, 'fids_pending', -count)
-  redis.call('HINCRBY', stats, 'jobs_failed', 1)
 end
+-- The job's FIDs that are not being retried are finished, well or not: a marker stops
+-- waiting for it (a failed one is counted, and counted in again by retry-failed).
+local left = -1
 if #dead > 0 then
   local target, target_id = job, id
   if #retry > 0 then
@@ -185,12 +198,14 @@ if #dead > 0 then
       'queued_ms', redis.call('HGET', job, 'queued_ms'))
     if marker then
       redis.call('HSET', target, 'marker', marker)
-      redis.call('HINCRBY', base .. 'marker:' .. marker, 'outstanding', 1)
+      -- In as the job it was split from, out as failed.
+      marker_add(base, marker, 0, true)
     end
   end
   redis.call('HSET', target, 'fids', ARGV[8], 'num_fids', #dead, 'last_error', ARGV[9])
   fail(target, target_id, #dead)
   outcome = 'failed'
+  if #retry == 0 then left = marker_add(base, marker, -1, true) end
 end
 if #retry > 0 then
   redis.call('HSET', job, 'fids', ARGV[6], 'num_fids', #retry)
@@ -204,6 +219,7 @@ if #retry > 0 then
     if attempts >= tonumber(ARGV[11]) then
       fail(job, id, #retry)
       outcome = 'failed'
+      left = marker_add(base, marker, -1, true)
     else
       local delay = math.min(tonumber(ARGV[12]) * 2 ^ (attempts - 1), tonumber(ARGV[13]))
       redis.call('ZADD', base .. 'delayed', now + delay, id)
@@ -213,12 +229,9 @@ if #retry > 0 then
 elseif #dead == 0 then
   redis.call('DEL', job)
   redis.call('HINCRBY', stats, 'jobs_completed', 1)
-  if marker then
-    local left = redis.call('HINCRBY', base .. 'marker:' .. marker, 'outstanding', -1)
-    return {1, outcome, marker, left}
-  end
+  left = marker_add(base, marker, -1, false)
 end
-return {1, outcome, marker or '', -1}
+return {1, outcome, marker or '', left}
 ";
 
 /// ARGV: base, id, owner, fid, messages, keep ms. A FID of a running job is finished (for
@@ -263,7 +276,7 @@ for _, id in ipairs(ids) do
         redis.call('ZADD', base .. 'failed', now, id)
         redis.call('HINCRBY', base .. 'stats', 'fids_failed', count)
         redis.call('HINCRBY', base .. 'stats', 'fids_pending', -count)
-        redis.call('HINCRBY', base .. 'stats', 'jobs_failed', 1)
+        marker_add(base, redis.call('HGET', job, 'marker'), -1, true)
         state = 'failed'
       else
         redis.call('LPUSH', base .. 'queue', id)
@@ -289,6 +302,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', job, 'attempts', 0)
     redis.call('HDEL', job, 'failed_ms')
     redis.call('RPUSH', base .. 'queue', id)
+    marker_add(base, redis.call('HGET', job, 'marker'), 1, false)
   end
 end
 redis.call('DEL', base .. 'failed')
@@ -299,8 +313,9 @@ end
 return {#ids, fids}
 ";
 
-/// ARGV: base, shard, marker value. Returns 1 when this caller now owns the work of the
-/// marker (it must queue the shard's FIDs), 0 when it is already being worked off.
+/// ARGV: base, shard, marker value, stale ms. Returns a new claim id when this caller now owns
+/// the work of the marker (it must queue the shard's FIDs, naming the claim), 0 when it is
+/// already being worked off. Jobs of an earlier claim no longer count for the marker.
 const CLAIM_MARKER: &str = r"
 local base, shard, value = ARGV[1], ARGV[2], ARGV[3]
 local key = base .. 'marker:' .. shard
@@ -309,11 +324,11 @@ local current = redis.call('HMGET', key, 'value', 'queued', 'claimed_ms')
 if current[1] == value and (current[2] == '1' or now - tonumber(current[3] or '0') < tonumber(ARGV[4])) then
   return 0
 end
-local outstanding = 0
-if current[1] == value then outstanding = tonumber(redis.call('HGET', key, 'outstanding') or '0') end
+local claim = redis.call('INCR', base .. 'marker_seq')
 redis.call('DEL', key)
-redis.call('HSET', key, 'value', value, 'outstanding', outstanding, 'queued', 0, 'claimed_ms', now)
-return 1
+redis.call('HSET', key, 'value', value, 'claim', claim, 'outstanding', 0, 'failed', 0,
+  'queued', 0, 'claimed_ms', now)
+return claim
 ";
 
 /// KEYS[1]: the retention marker. ARGV: the value it had when its work began. Deletes it
@@ -543,8 +558,10 @@ impl Books {
 pub struct MarkerWork {
     /// The marker's value when its work was claimed.
     pub value: String,
-    /// Jobs not completed yet.
+    /// Jobs not finished yet.
     pub outstanding: i64,
+    /// Jobs that finished in the failed list.
+    pub failed: u64,
     /// Every FID of the shard is queued.
     pub queued: bool,
     /// Some FIDs were in other jobs already: done once the whole queue is idle.
@@ -587,15 +604,15 @@ impl Queue {
     }
 
     /// Queues `fids` as jobs of `batch_size` FIDs, skipping FIDs already queued (always) and
-    /// FIDs completed before (unless `force`). `marker`: the shard whose retention marker
-    /// asked for them.
+    /// FIDs completed before (unless `force`). `marker`: the shard and claim
+    /// ([`Queue::claim_marker`]) of the retention marker that asked for them.
     pub async fn enqueue(
         &self,
         kind: JobKind,
         fids: &[u64],
         batch_size: usize,
         force: bool,
-        marker: Option<u32>,
+        marker: Option<(u32, u64)>,
     ) -> Result<Enqueued, QueueError> {
         let script = self.script(ENQUEUE);
         let mut connection = self.redis.connection();
@@ -608,7 +625,11 @@ impl Queue {
                 .arg(kind.name())
                 .arg(if force { "1" } else { "0" })
                 .arg(batch_size.max(1))
-                .arg(marker.map(|shard| shard.to_string()).unwrap_or_default());
+                .arg(
+                    marker
+                        .map(|(shard, claim)| format!("{shard}:{claim}"))
+                        .unwrap_or_default(),
+                );
             for fid in chunk {
                 invocation.arg(*fid);
             }
@@ -643,7 +664,7 @@ impl Queue {
             kind,
             fids: parse_fids(id, &fids)?,
             attempts,
-            marker: marker.parse().ok(),
+            marker: marker_shard(&marker),
         }))
     }
 
@@ -741,9 +762,7 @@ impl Queue {
                 )));
             }
         };
-        let marker = text(2)
-            .parse::<u32>()
-            .ok()
+        let marker = marker_shard(&text(2))
             .zip(number(3))
             .filter(|(_, left)| *left >= 0);
         Ok(Finished::Recorded { outcome, marker })
@@ -923,12 +942,12 @@ impl Queue {
         self.key(&format!("job:{id}"))
     }
 
-    /// Claims the work of a shard's retention marker (`value` is the marker as stored): true
-    /// when the caller must now queue the shard's FIDs, false when someone already does or
-    /// did.
-    pub async fn claim_marker(&self, shard: u32, value: &str) -> Result<bool, QueueError> {
+    /// Claims the work of a shard's retention marker (`value` is the marker as stored): the
+    /// claim when the caller must now queue the shard's FIDs (naming it), None when someone
+    /// already does or did.
+    pub async fn claim_marker(&self, shard: u32, value: &str) -> Result<Option<u64>, QueueError> {
         let mut connection = self.redis.connection();
-        let claimed: i64 = self
+        let claimed: u64 = self
             .script(CLAIM_MARKER)
             .key(self.key("queue"))
             .arg(&self.base)
@@ -937,7 +956,7 @@ impl Queue {
             .arg(MARKER_CLAIM_STALE_MS)
             .invoke_async(&mut connection)
             .await?;
-        Ok(claimed == 1)
+        Ok((claimed > 0).then_some(claimed))
     }
 
     /// Records that every FID of the shard is queued for its marker; `wait_for_idle`: some of
@@ -967,6 +986,10 @@ impl Queue {
             value: value.clone(),
             outstanding: fields
                 .get("outstanding")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            failed: fields
+                .get("failed")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
             queued: fields.get("queued").is_some_and(|queued| queued == "1"),
@@ -1008,6 +1031,11 @@ impl Queue {
             .get(self.redis.backfill_needed_key(shard))
             .await?)
     }
+}
+
+/// The shard of a job's `marker` field (`<shard>:<claim>`).
+fn marker_shard(marker: &str) -> Option<u32> {
+    marker.split(':').next()?.parse().ok()
 }
 
 fn millis(duration: Duration) -> u64 {

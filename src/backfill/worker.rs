@@ -24,7 +24,7 @@ use super::Activity;
 use super::fetch;
 use super::queue::{FinishState, Finished, Job, Outcome, Queue};
 use super::{Writers, writer};
-use crate::hub::HubError;
+use crate::hub::{FidMessages, HubError};
 use crate::metrics::{
     BACKFILL_FID_DURATION_SECONDS, BACKFILL_FIDS_TOTAL, BACKFILL_JOB_RETRIES_TOTAL,
     BACKFILL_JOBS_COMPLETED_TOTAL, BACKFILL_JOBS_FAILED_TOTAL, BACKFILL_MESSAGES_TOTAL,
@@ -158,9 +158,9 @@ impl Worker {
             return Ok(());
         };
         state.idle_delay = IDLE_POLL_INITIAL;
-        self.activity.started();
+        let on_job = self.activity.on_job();
         let result = self.run_job(ctx, state, &job, lease).await;
-        self.activity.finished();
+        drop(on_job);
         result?;
         let _ = ctx.send_self(Msg::Poll);
         Ok(())
@@ -176,15 +176,17 @@ impl Worker {
     ) -> Result<(), ActorError> {
         tracing::debug!(job = job.id, kind = %job.kind, fids = job.fids.len(), attempt = job.attempts, "backfill job taken");
         let lost = Arc::new(AtomicBool::new(false));
-        let heartbeat = tokio::spawn(renew_lease(
+        // Aborted when the guard drops: at the end of the job, or when the worker panics (a
+        // heartbeat that outlived its worker would hold the lease forever).
+        let heartbeat = AbortOnDrop(tokio::spawn(renew_lease(
             state.queue.clone(),
             job.clone(),
             state.owner.clone(),
             lease,
             Arc::clone(&lost),
-        ));
+        )));
         let outcome = self.run_fids(ctx, state, job, &lost).await;
-        heartbeat.abort();
+        drop(heartbeat);
         let Some(outcome) = outcome else {
             tracing::warn!(job = job.id, worker = %state.owner, "lost the lease of a backfill job, leaving it to its new owner");
             return Ok(());
@@ -296,79 +298,56 @@ impl Worker {
             .pg()
             .ok_or_else(|| FidError::Database("no database in this process".into()))?;
         let since = {
-            let client = pg
-                .get()
-                .await
-                .map_err(|e| FidError::Database(e.to_string()))?;
+            let client = pg.get().await.map_err(database)?;
             reconcile::fetch_started(&**client)
                 .await
-                .map_err(|e| FidError::Database(e.to_string()))?
+                .map_err(database)?
         };
-        let mut answer = HubAnswer::new(fid, since);
-        let mut gathered = Gathered::default();
-        let verify = config.hub.verify_messages;
-        let store_messages = config.database.store_messages;
+        let mut run = FidRun {
+            fid,
+            lost,
+            verify: config.hub.verify_messages,
+            store_messages: config.database.store_messages,
+            answer: HubAnswer::new(fid, since),
+            gathered: Gathered::default(),
+        };
         // Spam FIDs: no messages, as on the live path; their on-chain events still count.
-        let spam = self.runtime.spam().is_spam(fid);
-        if !spam {
+        if !self.runtime.spam().is_spam(fid) {
             for &(list, set) in fetch::message_lists(job.kind) {
-                let mut pages = hub.fid_message_pages(list, fid, config.backfill.page_size);
-                loop {
-                    let page = tokio::select! {
-                        page = pages.next() => page,
-                        () = ctx.stop_requested() => return Err(FidError::Stopped),
-                    };
-                    let Some(page) = page else { break };
-                    let page = page?;
-                    if lost.load(Ordering::SeqCst) {
-                        return Err(FidError::LeaseLost);
-                    }
-                    answer.saw_messages(page.iter().map(|message| message.hash.as_slice()));
-                    gathered.raw.extend(page);
-                    if gathered.raw.len() as u64 >= LOCAL_BATCH_MESSAGES {
-                        self.prepare(fid, &mut gathered, verify, store_messages)
-                            .await?;
-                        self.write(gathered.take()).await?;
-                    }
-                }
+                self.read_list(ctx, &hub, list, config.backfill.page_size, &mut run)
+                    .await?;
                 if let Some(set) = set {
-                    answer.completed(set);
+                    run.answer.completed(set);
                 }
             }
             if fetch::reads_proofs(job.kind) {
                 for proof in hub.username_proofs(fid).await? {
-                    answer.saw_name(
+                    run.answer.saw_name(
                         crate::replica::sanitize_text(&String::from_utf8_lossy(&proof.name))
                             .into_owned(),
                     );
-                    gathered.batch.add_username_proof(&proof);
+                    run.gathered.batch.add_username_proof(&proof);
                 }
-                answer.completed(reconcile::AnswerSet::UsernameProofs);
+                run.answer.completed(reconcile::AnswerSet::UsernameProofs);
             }
         }
         for event_type in fetch::onchain_types(job.kind) {
             for event in hub.onchain_events(fid, event_type).await?.events {
-                gathered.batch.add_onchain_event(&event);
+                run.gathered.batch.add_onchain_event(&event);
             }
         }
-        if lost.load(Ordering::SeqCst) {
-            return Err(FidError::LeaseLost);
-        }
-        self.prepare(fid, &mut gathered, verify, store_messages)
-            .await?;
-        let written = gathered.written + gathered.messages;
-        self.write(gathered.take()).await?;
+        run.check_lease()?;
+        self.prepare(&mut run).await?;
+        let written = run.gathered.written + run.gathered.messages;
+        self.write(run.gathered.take()).await?;
 
         // Every row of the FID is committed: what the database still holds as live beyond
         // the hub's answer is gone from the hub.
         let gone = {
-            let client = pg
-                .get()
+            let client = pg.get().await.map_err(database)?;
+            reconcile::gone_rows(&client, &run.answer)
                 .await
-                .map_err(|e| FidError::Database(e.to_string()))?;
-            reconcile::gone_rows(&client, &answer)
-                .await
-                .map_err(|e| FidError::Database(e.to_string()))?
+                .map_err(database)?
         };
         if !gone.is_empty() {
             tracing::info!(fid, removed = ?gone.by_table, "rows the hub no longer holds leave the live set");
@@ -383,27 +362,85 @@ impl Worker {
         Ok(written)
     }
 
+    /// Reads every page of one list, handing the rows over as they gather. An answer too
+    /// large for the receive limit is read again in smaller pages (the pages already written
+    /// are written again, harmlessly); an optional list the hub does not serve is skipped.
+    async fn read_list(
+        &self,
+        ctx: &Context<Msg>,
+        hub: &crate::hub::Client,
+        list: FidMessages,
+        page_size: u32,
+        run: &mut FidRun<'_>,
+    ) -> Result<(), FidError> {
+        let mut page_size = page_size;
+        loop {
+            match self.read_pages(ctx, hub, list, page_size, run).await {
+                Err(FidError::Hub(error @ HubError::TooLarge { .. })) if page_size > 1 => {
+                    page_size = (page_size / 2).max(1);
+                    tracing::warn!(fid = run.fid, %error, page_size, "hub answer too large, reading again in smaller pages");
+                }
+                Err(FidError::Hub(HubError::Status {
+                    code: tonic::Code::Unimplemented,
+                    ..
+                })) if fetch::is_optional(list) => {
+                    tracing::debug!(
+                        fid = run.fid,
+                        method = list.method(),
+                        "the hub does not serve this list; skipped"
+                    );
+                    return Ok(());
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn read_pages(
+        &self,
+        ctx: &Context<Msg>,
+        hub: &crate::hub::Client,
+        list: FidMessages,
+        page_size: u32,
+        run: &mut FidRun<'_>,
+    ) -> Result<(), FidError> {
+        let mut pages = hub.fid_message_pages(list, run.fid, page_size);
+        loop {
+            let page = tokio::select! {
+                page = pages.next() => page,
+                () = ctx.stop_requested() => return Err(FidError::Stopped),
+            };
+            let Some(page) = page else {
+                return Ok(());
+            };
+            let page = page?;
+            run.check_lease()?;
+            run.answer
+                .saw_messages(page.iter().map(|message| message.hash.as_slice()));
+            run.gathered.raw.extend(page);
+            if run.gathered.raw.len() as u64 >= LOCAL_BATCH_MESSAGES {
+                self.prepare(run).await?;
+                self.write(run.gathered.take()).await?;
+            }
+        }
+    }
+
     /// Verifies the messages gathered so far, all in one go (larger groups verify faster per
     /// signature than a page at a time), and turns the good ones into rows.
-    async fn prepare(
-        &self,
-        fid: u64,
-        gathered: &mut Gathered,
-        verify: bool,
-        store_messages: bool,
-    ) -> Result<(), FidError> {
-        if gathered.raw.is_empty() {
+    async fn prepare(&self, run: &mut FidRun<'_>) -> Result<(), FidError> {
+        if run.gathered.raw.is_empty() {
             return Ok(());
         }
-        let raw = std::mem::take(&mut gathered.raw);
+        let raw = std::mem::take(&mut run.gathered.raw);
+        let (verify, store_messages) = (run.verify, run.store_messages);
         let prepared =
             tokio::task::spawn_blocking(move || fetch::prepare(&raw, verify, store_messages))
                 .await
                 .map_err(|error| FidError::Write(format!("verification task: {error}")))?;
         for (hash, reason) in &prepared.rejected {
-            tracing::warn!(fid, hash = %hex::encode(hash), reason = reason.as_str(), error = %reason, "backfill message rejected");
+            tracing::warn!(fid = run.fid, hash = %hex::encode(hash), reason = reason.as_str(), error = %reason, "backfill message rejected");
         }
-        gathered.add(prepared.batch, prepared.accepted);
+        run.gathered.add(prepared.batch, prepared.accepted);
         Ok(())
     }
 
@@ -436,6 +473,32 @@ impl Worker {
             .collect::<Result<Vec<()>, FidError>>()?;
         Ok(())
     }
+}
+
+/// One FID being backfilled.
+struct FidRun<'a> {
+    fid: u64,
+    /// Raised when the job's lease is lost.
+    lost: &'a AtomicBool,
+    verify: bool,
+    store_messages: bool,
+    /// What the hub answered so far.
+    answer: HubAnswer,
+    gathered: Gathered,
+}
+
+impl FidRun<'_> {
+    fn check_lease(&self) -> Result<(), FidError> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(FidError::LeaseLost)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn database(error: impl std::fmt::Display) -> FidError {
+    FidError::Database(error.to_string())
 }
 
 /// Messages and rows of one FID not handed to the writers yet.
@@ -472,6 +535,15 @@ impl Gathered {
             messages: std::mem::take(&mut self.messages),
             written: 0,
         }
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -282,10 +282,13 @@ async fn progress_bar(runtime: Runtime) {
         .progress_chars("=> "),
     );
     crate::logging::show_progress_bar(bar.clone());
+    // The books count every completion since the queue began; the bar shows this run's share.
+    let mut done_before: Option<u64> = None;
     loop {
         if let Some(status) = runtime.backfill_status() {
-            bar.set_length(status.fids_total);
-            bar.set_position(status.fids_done + status.fids_failed);
+            let before = *done_before.get_or_insert(status.fids_done);
+            bar.set_length(status.fids_total.saturating_sub(before));
+            bar.set_position((status.fids_done + status.fids_failed).saturating_sub(before));
             let eta = status
                 .eta_seconds
                 .map_or_else(|| "-".to_owned(), |seconds| format!("{seconds}s"));

@@ -406,9 +406,9 @@ impl Client {
                     .unary("GetFids", request, |mut rpc, request| async move { rpc.get_fids(request).await })
                     .await?;
                 yield page.fids;
-                match page.next_page_token {
-                    Some(next) if !next.is_empty() && token.as_ref() != Some(&next) => token = Some(next),
-                    _ => break,
+                match next_token(page.next_page_token, token.as_deref(), "GetFids")? {
+                    Some(next) => token = Some(next),
+                    None => break,
                 }
             }
         })
@@ -428,9 +428,9 @@ impl Client {
             loop {
                 let page = client.fid_messages_page(list, fid, page_size, token.clone()).await?;
                 yield page.messages;
-                match page.next_page_token {
-                    Some(next) if !next.is_empty() && token.as_ref() != Some(&next) => token = Some(next),
-                    _ => break,
+                match next_token(page.next_page_token, token.as_deref(), list.method())? {
+                    Some(next) => token = Some(next),
+                    None => break,
                 }
             }
         })
@@ -635,23 +635,39 @@ impl Client {
         .await
     }
 
-    /// Every on-chain event of one type for a fid (the node ignores paging here).
+    /// Every on-chain event of one type for a fid. The node ignores paging here and answers
+    /// everything at once; a next-page token, should one come, is followed anyway.
     pub async fn onchain_events(
         &self,
         fid: u64,
         event_type: i32,
     ) -> Result<OnChainEventResponse, HubError> {
-        let request = OnChainEventRequest {
-            fid,
-            event_type,
-            page_size: None,
-            page_token: None,
-            reverse: None,
-        };
-        self.unary("GetOnChainEvents", request, |mut rpc, request| async move {
-            rpc.get_on_chain_events(request).await
-        })
-        .await
+        let mut events = Vec::new();
+        let mut token: Option<Vec<u8>> = None;
+        loop {
+            let request = OnChainEventRequest {
+                fid,
+                event_type,
+                page_size: None,
+                page_token: token.clone(),
+                reverse: None,
+            };
+            let page = self
+                .unary("GetOnChainEvents", request, |mut rpc, request| async move {
+                    rpc.get_on_chain_events(request).await
+                })
+                .await?;
+            events.extend(page.events);
+            match next_token(page.next_page_token, token.as_deref(), "GetOnChainEvents")? {
+                Some(next) => token = Some(next),
+                None => {
+                    return Ok(OnChainEventResponse {
+                        events,
+                        next_page_token: None,
+                    });
+                }
+            }
+        }
     }
 
     pub async fn id_registry_event(&self, fid: u64) -> Result<OnChainEvent, HubError> {
@@ -707,7 +723,7 @@ impl Client {
 }
 
 /// The per-FID message lists [`Client::fid_message_pages`] can walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FidMessages {
     AllCasts,
     AllReactions,
@@ -720,6 +736,57 @@ pub enum FidMessages {
     UserData,
     Verifications,
     LinkCompactState,
+}
+
+impl FidMessages {
+    /// The gRPC method of the list.
+    pub fn method(self) -> &'static str {
+        match self {
+            FidMessages::AllCasts => "GetAllCastMessagesByFid",
+            FidMessages::AllReactions => "GetAllReactionMessagesByFid",
+            FidMessages::AllLinks => "GetAllLinkMessagesByFid",
+            FidMessages::AllVerifications => "GetAllVerificationMessagesByFid",
+            FidMessages::AllUserData => "GetAllUserDataMessagesByFid",
+            FidMessages::AllLendStorage => "GetAllLendStorageMessagesByFid",
+            FidMessages::Casts => "GetCastsByFid",
+            FidMessages::CastsByMention => "GetCastsByMention",
+            FidMessages::UserData => "GetUserDataByFid",
+            FidMessages::Verifications => "GetVerificationsByFid",
+            FidMessages::LinkCompactState => "GetLinkCompactStateMessageByFid",
+        }
+    }
+}
+
+/// Whether a cross-shard page token (the node's JSON array of one token per shard) says every
+/// shard is done. The node always returns such a token, and all nulls is its end.
+fn all_shards_done(token: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<serde_json::Value>(token),
+        Ok(serde_json::Value::Array(entries)) if entries.iter().all(serde_json::Value::is_null)
+    )
+}
+
+/// The token of the next page: None when the list is over (no token, an empty one, or a
+/// cross-shard token whose shards are all done). A
+/// token equal to the one just sent would page forever, and stopping there would take a
+/// partial list for the whole: an error.
+fn next_token(
+    next: Option<Vec<u8>>,
+    sent: Option<&[u8]>,
+    method: &'static str,
+) -> Result<Option<Vec<u8>>, HubError> {
+    match next {
+        Some(next) if !next.is_empty() && !all_shards_done(&next) => {
+            if sent == Some(next.as_slice()) {
+                return Err(HubError::Protocol {
+                    method,
+                    message: "the hub answered the page token it was sent; the list cannot be read to its end".into(),
+                });
+            }
+            Ok(Some(next))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Decodes one HubEvent.
@@ -751,6 +818,37 @@ fn events_token_continues(next: Option<&[u8]>, previous: Option<&[u8]>) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_token_that_does_not_move_is_an_error_not_the_end() {
+        assert_eq!(next_token(None, None, "GetFids").unwrap(), None);
+        assert_eq!(
+            next_token(Some(Vec::new()), Some(b"a"), "GetFids").unwrap(),
+            None
+        );
+        assert_eq!(
+            next_token(Some(b"b".to_vec()), Some(b"a"), "GetFids").unwrap(),
+            Some(b"b".to_vec())
+        );
+        // Cross-shard lists end with every shard's token null, repeated or not.
+        let done = b"[null,null]".to_vec();
+        assert_eq!(
+            next_token(Some(done.clone()), Some(&done), "GetCastsByMention").unwrap(),
+            None
+        );
+        assert!(
+            next_token(Some(b"[[1],null]".to_vec()), None, "GetCastsByMention")
+                .unwrap()
+                .is_some()
+        );
+        let error = next_token(Some(b"a".to_vec()), Some(b"a"), "GetAllCastMessagesByFid")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("GetAllCastMessagesByFid") && error.contains("page token"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn events_tokens_end_when_every_shard_is_done() {

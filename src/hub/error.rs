@@ -37,6 +37,12 @@ pub enum HubError {
     /// Bytes that are not the expected protobuf message.
     #[error("cannot decode {what}: {message}")]
     Decode { what: &'static str, message: String },
+    /// An answer that breaks the protocol's rules (a page token that does not move).
+    #[error("hub {method}: {message}")]
+    Protocol {
+        method: &'static str,
+        message: String,
+    },
 }
 
 impl HubError {
@@ -48,18 +54,21 @@ impl HubError {
             HubError::Status { code, .. } => is_retryable_code(*code),
             HubError::InvalidOption { .. }
             | HubError::TooLarge { .. }
-            | HubError::Decode { .. } => false,
+            | HubError::Decode { .. }
+            | HubError::Protocol { .. } => false,
         }
     }
 
     /// The hub (or what stands in front of it) says it cannot take more: RESOURCE_EXHAUSTED,
-    /// UNAVAILABLE, or a connection that failed or dropped. The request rate goes down.
+    /// UNAVAILABLE, an answer that did not come in time, or a connection that failed or
+    /// dropped. The request rate goes down.
     pub fn is_overload(&self) -> bool {
         match self {
-            HubError::Transport { .. } => true,
-            HubError::Status { code, .. } => {
-                matches!(code, Code::ResourceExhausted | Code::Unavailable)
-            }
+            HubError::Transport { .. } | HubError::Deadline { .. } => true,
+            HubError::Status { code, .. } => matches!(
+                code,
+                Code::ResourceExhausted | Code::Unavailable | Code::DeadlineExceeded
+            ),
             _ => false,
         }
     }
@@ -78,6 +87,7 @@ impl HubError {
             HubError::Deadline { .. } => "deadline_exceeded",
             HubError::TooLarge { .. } => "too_large",
             HubError::Decode { .. } => "decode",
+            HubError::Protocol { .. } => "protocol",
             HubError::Status { code, .. } => code_name(*code),
         }
     }

@@ -77,20 +77,21 @@ impl Limiter {
         }
     }
 
-    /// Waits for a slot and for the rate to allow one more call. The permit is the slot; drop
-    /// it when the answer is in.
+    /// Waits for the rate to allow one more call, then for a slot. The permit is the slot;
+    /// drop it when the answer is in. (The token first: a caller waiting for its turn does not
+    /// hold a slot that a call ready to go could use.)
     pub(crate) async fn acquire(&self) -> SemaphorePermit<'_> {
-        // The semaphore is never closed.
-        let permit = loop {
-            if let Ok(permit) = self.in_flight.acquire().await {
-                break permit;
-            }
-        };
         loop {
             let wait = self.with_bucket(|bucket| bucket.take(Instant::now()));
             match wait {
-                None => return permit,
+                None => break,
                 Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+        // The semaphore is never closed.
+        loop {
+            if let Ok(permit) = self.in_flight.acquire().await {
+                return permit;
             }
         }
     }
