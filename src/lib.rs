@@ -10,6 +10,7 @@ pub mod hub;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod query;
 pub mod replica;
 pub mod runtime;
 pub mod service;

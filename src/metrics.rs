@@ -101,6 +101,26 @@ pub const BACKFILL_FID_DURATION_SECONDS: &str = "waypoint_backfill_fid_duration_
 pub const DATABASE_UP: &str = "waypoint_database_up";
 /// Gauge: 1 when the last Redis check succeeded, else 0.
 pub const REDIS_UP: &str = "waypoint_redis_up";
+/// Label: a query-layer query (`casts_by_fid`, ...).
+pub const LABEL_QUERY: &str = "query";
+/// Label: which source answered (`hub`, `database`).
+pub const LABEL_SOURCE: &str = "source";
+/// Counter {query, source}: read queries answered, by the source that answered.
+pub const QUERY_ANSWERS_TOTAL: &str = "waypoint_query_answers_total";
+/// Counter {query}: read queries no source could answer.
+pub const QUERY_UNAVAILABLE_TOTAL: &str = "waypoint_query_unavailable_total";
+/// Counter {query, source}: a source failed and the next one was asked.
+pub const QUERY_FALLBACKS_TOTAL: &str = "waypoint_query_fallbacks_total";
+/// Gauge: 1 while the hub's circuit breaker is open (queries go to the database).
+pub const QUERY_HUB_CIRCUIT_OPEN: &str = "waypoint_query_hub_circuit_open";
+/// Counter {route, status}: REST API requests.
+pub const API_REQUESTS_TOTAL: &str = "waypoint_api_requests_total";
+/// Histogram {route}: REST API request latency.
+pub const API_REQUEST_DURATION_SECONDS: &str = "waypoint_api_request_duration_seconds";
+/// Counter {tool, outcome}: MCP tool calls.
+pub const MCP_TOOL_CALLS_TOTAL: &str = "waypoint_mcp_tool_calls_total";
+/// Histogram {tool}: MCP tool call latency.
+pub const MCP_TOOL_DURATION_SECONDS: &str = "waypoint_mcp_tool_duration_seconds";
 
 /// Batch apply times range from a millisecond (a few rows) to seconds (a stalled database).
 const APPLY_BATCH_BUCKETS_SECONDS: &[f64] = &[
@@ -115,6 +135,11 @@ const FID_DURATION_BUCKETS_SECONDS: &[f64] = &[
 /// Hub-to-row lag: milliseconds when keeping up, seconds to minutes while catching up.
 const APPLY_LAG_BUCKETS_SECONDS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// API answers: a fraction of a millisecond from a warm database, up to the hub's deadline.
+const API_LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -141,6 +166,18 @@ pub fn install() -> PrometheusHandle {
                     builder.set_buckets_for_metric(
                         Matcher::Full(BACKFILL_FID_DURATION_SECONDS.to_owned()),
                         FID_DURATION_BUCKETS_SECONDS,
+                    )
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(API_REQUEST_DURATION_SECONDS.to_owned()),
+                        API_LATENCY_BUCKETS_SECONDS,
+                    )
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(MCP_TOOL_DURATION_SECONDS.to_owned()),
+                        API_LATENCY_BUCKETS_SECONDS,
                     )
                 })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
@@ -317,6 +354,46 @@ pub fn describe() {
         BACKFILL_FID_DURATION_SECONDS,
         Unit::Seconds,
         "Time to backfill one FID"
+    );
+    describe_counter!(
+        QUERY_ANSWERS_TOTAL,
+        Unit::Count,
+        "Read queries answered, per query and the source that answered"
+    );
+    describe_counter!(
+        QUERY_UNAVAILABLE_TOTAL,
+        Unit::Count,
+        "Read queries no source could answer, per query"
+    );
+    describe_counter!(
+        QUERY_FALLBACKS_TOTAL,
+        Unit::Count,
+        "Read queries whose first source failed, per query and failed source"
+    );
+    describe_gauge!(
+        QUERY_HUB_CIRCUIT_OPEN,
+        Unit::Count,
+        "1 while the hub's circuit breaker is open and queries go to the database"
+    );
+    describe_counter!(
+        API_REQUESTS_TOTAL,
+        Unit::Count,
+        "REST API requests, per route and status"
+    );
+    describe_histogram!(
+        API_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "REST API request latency, per route"
+    );
+    describe_counter!(
+        MCP_TOOL_CALLS_TOTAL,
+        Unit::Count,
+        "MCP tool calls, per tool and outcome (ok, not_found, invalid, unavailable)"
+    );
+    describe_histogram!(
+        MCP_TOOL_DURATION_SECONDS,
+        Unit::Seconds,
+        "MCP tool call latency, per tool"
     );
     // Actor metrics (mailbox depth, capacity, handled, failures, restarts) are declared by the
     // supervision runtime.

@@ -142,7 +142,10 @@ async fn migrate_command_creates_the_database_and_reports_what_ran() {
     assert!(second.status.success(), "{second:?}");
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(!stdout.contains("applied"), "{stdout}");
-    assert!(stdout.contains("is up to date (V2__schema)"), "{stdout}");
+    assert!(
+        stdout.contains("is up to date (V3__query_indexes)"),
+        "{stdout}"
+    );
     db.cleanup().await;
 }
 

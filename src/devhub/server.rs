@@ -789,7 +789,11 @@ impl HubService for HubServer {
             request.page_token,
             request.page_size,
             request.reverse,
-            |store, options| store.links_by_target(target, Some(&link_type), options),
+            // An empty type means every type (the node's link store filters on a non-empty one).
+            |store, options| {
+                let wanted = Some(link_type.as_str()).filter(|wanted| !wanted.is_empty());
+                store.links_by_target(target, wanted, options)
+            },
         )
     }
 

@@ -444,20 +444,32 @@ impl Client {
         page_size: u32,
         page_token: Option<Vec<u8>>,
     ) -> Result<MessagesResponse, HubError> {
-        let timed = FidTimestampRequest {
-            fid,
-            page_size: Some(page_size),
-            page_token: page_token.clone(),
-            reverse: None,
-            start_timestamp: None,
-            stop_timestamp: None,
-        };
-        let plain = FidRequest {
+        let request = FidTimestampRequest {
             fid,
             page_size: Some(page_size),
             page_token,
             reverse: None,
+            start_timestamp: None,
+            stop_timestamp: None,
         };
+        self.fid_messages_page_with(list, request).await
+    }
+
+    /// One page of a per-FID message list with every field of the request: order
+    /// (`reverse`) and, for the `GetAll*` lists only, Farcaster-second bounds (the other lists
+    /// take a `FidRequest` and ignore the bounds).
+    pub async fn fid_messages_page_with(
+        &self,
+        list: FidMessages,
+        request: FidTimestampRequest,
+    ) -> Result<MessagesResponse, HubError> {
+        let plain = FidRequest {
+            fid: request.fid,
+            page_size: request.page_size,
+            page_token: request.page_token.clone(),
+            reverse: request.reverse,
+        };
+        let timed = request;
         macro_rules! timed {
             ($name:literal, $method:ident) => {
                 self.unary($name, timed, |mut rpc, request| async move {
@@ -719,6 +731,19 @@ impl Client {
             |mut rpc, request| async move { rpc.get_username_proof(request).await },
         )
         .await
+    }
+}
+
+impl Client {
+    /// The token of the page after one that answered `next` to the token `sent`: `None` when
+    /// the list is over (no token, an empty one, or a cross-shard token whose shards are all
+    /// done); an error when the token did not move.
+    pub fn next_page_token(
+        next: Option<Vec<u8>>,
+        sent: Option<&[u8]>,
+        method: &'static str,
+    ) -> Result<Option<Vec<u8>>, HubError> {
+        next_token(next, sent, method)
     }
 }
 

@@ -157,14 +157,16 @@ pub async fn read_replica(
     Ok(state)
 }
 
-fn numbers(value: &serde_json::Value) -> Vec<u64> {
+/// The numbers of a JSON array column (`mentions`, `mentions_positions`).
+pub fn numbers(value: &serde_json::Value) -> Vec<u64> {
     value
         .as_array()
         .map(|items| items.iter().filter_map(serde_json::Value::as_u64).collect())
         .unwrap_or_default()
 }
 
-fn embeds_from_json(value: &serde_json::Value) -> Vec<EmbedRow> {
+/// The embeds of a cast's `embeds` column (as `store::rows::embeds_json` writes them).
+pub fn embeds_from_json(value: &serde_json::Value) -> Vec<EmbedRow> {
     value
         .as_array()
         .map(|items| {

@@ -240,3 +240,4 @@ async fn delete_prefix(url: String, prefix: String) {
 pub mod harness;
 pub mod http;
 pub mod process;
+pub mod proxy;
