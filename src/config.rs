@@ -169,6 +169,21 @@ pub const DEFAULT_REST_PORT: u16 = 8081;
 pub const DEFAULT_MCP_ENABLED: bool = true;
 /// Port of the existing Waypoint's MCP server.
 pub const DEFAULT_MCP_PORT: u16 = 8000;
+/// MCP gives an assistant the run of the data: loopback only unless the operator opens it.
+pub const DEFAULT_MCP_BIND_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Requests per second per client address before 429 (with a burst of twice that).
+pub const DEFAULT_REST_RATE_LIMIT_PER_SECOND: u32 = 100;
+/// Longest a REST request may take before 503.
+pub const DEFAULT_REST_REQUEST_TIMEOUT_SECONDS: u64 = 30;
+/// A query-layer hub call gives up after this and the database answers: an API caller should
+/// not wait the backfill's 30 s.
+pub const DEFAULT_QUERY_HUB_TIMEOUT_MS: u64 = 2_000;
+/// Hub failures in a row before queries stop asking it.
+pub const DEFAULT_QUERY_BREAKER_FAILURES: u32 = 3;
+/// How long the hub is left alone after the breaker opened, before a probe; doubled after
+/// each failed probe up to the maximum.
+pub const DEFAULT_QUERY_BREAKER_OPEN_SECONDS: u64 = 5;
+pub const DEFAULT_QUERY_BREAKER_MAX_OPEN_SECONDS: u64 = 60;
 /// Loopback names only, rmcp's own default: the Host check protects against DNS rebinding.
 /// Add the public name when serving behind a proxy.
 pub const DEFAULT_MCP_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1"];
@@ -218,6 +233,8 @@ pub struct Config {
     pub rest: RestConfig,
     /// MCP server.
     pub mcp: McpConfig,
+    /// The read query layer behind REST and MCP.
+    pub query: QueryConfig,
     /// Health, readiness, metrics and admin server.
     pub health: HealthConfig,
     /// Log output.
@@ -369,7 +386,7 @@ pub struct BackfillConfig {
 }
 
 /// `[rest]`: REST API server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestConfig {
     /// Serve the REST API.
@@ -378,6 +395,34 @@ pub struct RestConfig {
     pub bind_address: IpAddr,
     /// Port to listen on.
     pub port: u16,
+    /// When set, every `/api/v1` request needs `Authorization: Bearer <token>`.
+    pub auth_token: Option<String>,
+    /// Requests per second per client address (0 = no limit); over it, 429 with Retry-After.
+    pub rate_limit_per_second: u32,
+    /// Origins allowed by CORS (`*` for any); empty sends no CORS headers.
+    #[serde(deserialize_with = "de_list")]
+    pub cors_origins: Vec<String>,
+    /// Compress responses (gzip) when the client accepts it.
+    pub compression: bool,
+    /// Longest a request may take before 503.
+    pub request_timeout_seconds: u64,
+}
+
+/// `[query]`: where the read APIs get their answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// `hub-first` (the hub; the database when the hub fails), `db-first`, `db-only` or
+    /// `hub-only`.
+    pub source: crate::query::SourcePolicy,
+    /// Deadline of one query-layer hub call.
+    pub hub_timeout_ms: u64,
+    /// Hub failures in a row before the circuit opens.
+    pub breaker_failures: u32,
+    /// Seconds the circuit stays open before the first probe.
+    pub breaker_open_seconds: u64,
+    /// Longest the circuit stays open between probes.
+    pub breaker_max_open_seconds: u64,
 }
 
 /// `[mcp]`: MCP server (Streamable HTTP at `/mcp`).
@@ -540,6 +585,38 @@ impl Default for RestConfig {
             enabled: DEFAULT_REST_ENABLED,
             bind_address: DEFAULT_BIND_ADDRESS,
             port: DEFAULT_REST_PORT,
+            auth_token: None,
+            rate_limit_per_second: DEFAULT_REST_RATE_LIMIT_PER_SECOND,
+            cors_origins: Vec::new(),
+            compression: true,
+            request_timeout_seconds: DEFAULT_REST_REQUEST_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+impl fmt::Debug for RestConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestConfig")
+            .field("enabled", &self.enabled)
+            .field("bind_address", &self.bind_address)
+            .field("port", &self.port)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| MASK))
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("cors_origins", &self.cors_origins)
+            .field("compression", &self.compression)
+            .field("request_timeout_seconds", &self.request_timeout_seconds)
+            .finish()
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            source: crate::query::SourcePolicy::default(),
+            hub_timeout_ms: DEFAULT_QUERY_HUB_TIMEOUT_MS,
+            breaker_failures: DEFAULT_QUERY_BREAKER_FAILURES,
+            breaker_open_seconds: DEFAULT_QUERY_BREAKER_OPEN_SECONDS,
+            breaker_max_open_seconds: DEFAULT_QUERY_BREAKER_MAX_OPEN_SECONDS,
         }
     }
 }
@@ -548,7 +625,7 @@ impl Default for McpConfig {
     fn default() -> Self {
         Self {
             enabled: DEFAULT_MCP_ENABLED,
-            bind_address: DEFAULT_BIND_ADDRESS,
+            bind_address: DEFAULT_MCP_BIND_ADDRESS,
             port: DEFAULT_MCP_PORT,
             allowed_hosts: DEFAULT_MCP_ALLOWED_HOSTS
                 .iter()
@@ -1169,6 +1246,9 @@ impl Config {
         if masked.health.admin_token.is_some() {
             masked.health.admin_token = Some(MASK.to_owned());
         }
+        if masked.rest.auth_token.is_some() {
+            masked.rest.auth_token = Some(MASK.to_owned());
+        }
         masked
     }
 
@@ -1188,6 +1268,7 @@ impl Config {
         check("backfill", self.backfill != other.backfill);
         check("rest", self.rest != other.rest);
         check("mcp", self.mcp != other.mcp);
+        check("query", self.query != other.query);
         check("health", self.health != other.health);
         check("logging", self.logging != other.logging);
         check("spam", self.spam != other.spam);
@@ -1291,6 +1372,41 @@ impl Config {
 
         check.port("rest.port", self.rest.port);
         check.port("mcp.port", self.mcp.port);
+        if let Some(token) = &self.rest.auth_token
+            && token.trim().is_empty()
+        {
+            check.fail(
+                "rest.auth_token",
+                "must not be blank (leave it unset to serve without authentication)",
+            );
+        }
+        for origin in &self.rest.cors_origins {
+            if origin != "*" && http::HeaderValue::from_str(origin).is_err()
+                || origin != "*"
+                    && !(origin.starts_with("http://") || origin.starts_with("https://"))
+            {
+                check.fail(
+                    "rest.cors_origins",
+                    format!("{origin:?} is not an origin (scheme://host[:port]) or *"),
+                );
+            }
+        }
+        check.at_least_one(
+            "rest.request_timeout_seconds",
+            self.rest.request_timeout_seconds,
+        );
+        check.at_least_one("query.hub_timeout_ms", self.query.hub_timeout_ms);
+        check.at_least_one("query.breaker_failures", self.query.breaker_failures);
+        check.at_least_one(
+            "query.breaker_open_seconds",
+            self.query.breaker_open_seconds,
+        );
+        if self.query.breaker_max_open_seconds < self.query.breaker_open_seconds {
+            check.fail(
+                "query.breaker_max_open_seconds",
+                "must be at least query.breaker_open_seconds",
+            );
+        }
         check.port("health.port", self.health.port);
         self.check_listeners(check);
         for host in &self.mcp.allowed_hosts {

@@ -52,8 +52,27 @@ pub struct Plan {
     pub persist: bool,
     /// Backfill workers, and how they run.
     pub backfill: Option<BackfillPlan>,
+    /// The read APIs this process serves (each also needs its `enabled` setting).
+    pub serves: Servers,
     /// What `/ready` and the logs call this process (`both`, `consumer`, `backfill`, ...).
     pub name: &'static str,
+}
+
+/// The read APIs a process serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Servers {
+    /// The REST API (`rest.enabled`).
+    pub rest: bool,
+    /// The MCP server (`mcp.enabled`).
+    pub mcp: bool,
+    /// `mcp serve --bind`: replaces `mcp.bind_address` and `mcp.port`, also after a reload.
+    pub mcp_bind: Option<std::net::SocketAddr>,
+}
+
+impl Servers {
+    pub fn any(self) -> bool {
+        self.rest || self.mcp
+    }
 }
 
 /// How a process runs its backfill workers.
@@ -75,7 +94,37 @@ impl Plan {
             produce: matches!(role, Role::Both | Role::Producer),
             persist: matches!(role, Role::Both | Role::Consumer),
             backfill,
+            // The APIs come with the database side, as the product documents.
+            serves: Servers {
+                rest: matches!(role, Role::Both | Role::Consumer),
+                mcp: matches!(role, Role::Both | Role::Consumer),
+                mcp_bind: None,
+            },
             name: role.name(),
+        }
+    }
+
+    /// The MCP server alone (`waypoint mcp serve [--bind ADDR:PORT]`).
+    pub fn mcp_only(bind: Option<std::net::SocketAddr>) -> Plan {
+        Plan {
+            produce: false,
+            persist: false,
+            backfill: None,
+            serves: Servers {
+                rest: false,
+                mcp: true,
+                mcp_bind: bind,
+            },
+            name: "mcp",
+        }
+    }
+
+    /// Applies what the command line asked for over the configuration (at start and after
+    /// each reload).
+    pub fn apply_overrides(&self, config: &mut Config) {
+        if let Some(bind) = self.serves.mcp_bind {
+            config.mcp.bind_address = bind.ip();
+            config.mcp.port = bind.port();
         }
     }
 
@@ -85,13 +134,14 @@ impl Plan {
             produce: false,
             persist: false,
             backfill: Some(backfill),
+            serves: Servers::default(),
             name: "backfill",
         }
     }
 
-    /// Whether the process writes to PostgreSQL.
+    /// Whether the process writes to or reads from PostgreSQL.
     pub fn needs_database(&self) -> bool {
-        self.persist || self.backfill.is_some()
+        self.persist || self.backfill.is_some() || self.serves.any()
     }
 
     /// Whether the process calls the hub.

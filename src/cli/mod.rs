@@ -291,6 +291,8 @@ pub enum BenchCommand {
     Stream(bench::stream::StreamBenchArgs),
     /// A whole dev hub backfilled into an empty database: FIDs/s, messages/s, RSS, CPU
     Backfill(bench::backfill::BackfillBenchArgs),
+    /// The REST API over a filled database: requests/s and p50/p99 latency per endpoint
+    Api(bench::api::ApiBenchArgs),
 }
 
 /// Arguments passed through unparsed to a command that defines its own.
@@ -333,7 +335,17 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
             Ok(config) => dlq::replay(args, &config).await,
             Err(code) => Ok(code),
         },
-        Command::Mcp(McpCommand::Serve(_)) => Ok(not_available("mcp serve")),
+        Command::Mcp(McpCommand::Serve(args)) => match valid(config) {
+            Ok(config) => {
+                crate::service::run(
+                    crate::runtime::Plan::mcp_only(args.bind),
+                    config,
+                    config_path,
+                )
+                .await
+            }
+            Err(code) => Ok(code),
+        },
         Command::Devhub(args) => {
             crate::devhub::run(args, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -344,6 +356,10 @@ pub async fn run(cli: Cli, config: Result<Config, ConfigErrors>) -> anyhow::Resu
         },
         Command::Bench(BenchCommand::Backfill(args)) => match valid(config) {
             Ok(config) => bench::backfill::run(args, config).await,
+            Err(code) => Ok(code),
+        },
+        Command::Bench(BenchCommand::Api(args)) => match valid(config) {
+            Ok(config) => bench::api::run(args, config).await,
             Err(code) => Ok(code),
         },
     }
@@ -380,12 +396,6 @@ fn print_config_errors(errors: &ConfigErrors) {
     for error in errors.errors() {
         eprintln!("  {error}");
     }
-}
-
-/// Says plainly that this build lacks the command.
-fn not_available(command: &str) -> ExitCode {
-    eprintln!("waypoint {command}: this command is not available in this build yet");
-    ExitCode::from(EXIT_NOT_AVAILABLE)
 }
 
 #[cfg(test)]

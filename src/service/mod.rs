@@ -82,9 +82,10 @@ impl Service {
     /// Connects to what `plan` needs, migrates, and starts its tree.
     pub async fn start_plan(
         plan: Plan,
-        config: Config,
+        mut config: Config,
         config_path: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Service> {
+        plan.apply_overrides(&mut config);
         let metrics = crate::metrics::install();
         crate::metrics::describe();
 
@@ -204,7 +205,10 @@ async fn reload(runtime: &Runtime) {
     let path = runtime.config_path().map(std::path::Path::to_path_buf);
     tracing::info!(path = ?path, "reloading configuration");
     let new = match Config::load(path.as_deref()) {
-        Ok(config) => config,
+        Ok(mut config) => {
+            runtime.plan().apply_overrides(&mut config);
+            config
+        }
         Err(errors) => {
             tracing::error!(problems = %errors, "configuration rejected, keeping the running one");
             return;

@@ -5,6 +5,7 @@
 //! ```text
 //! root (one_for_one)
 //! ├─ api (one_for_one)             health :8080                           every process
+//! │                                rest :8081, mcp :8000                  consumer, both
 //! ├─ spam                          label lists, loaded before any reader   producer, both, backfill
 //! ├─ persist (one_for_one)         consumer:<type>:<n>, reclaimer          consumer, both
 //! ├─ backfill (one_for_one)        writer:<part>, coordinator, worker:<n>  start --backfill, backfill ...
@@ -47,12 +48,12 @@ pub fn root_spec(runtime: &Runtime) -> SupervisorSpec {
 /// that only apply at the next start.
 pub fn affected_subtrees(section: &str) -> Affected {
     match section {
-        "database" => Affected::Restart(&[PERSIST]),
+        "database" => Affected::Restart(&[PERSIST, API]),
         "redis" => Affected::Restart(&[PERSIST, PRODUCE, BACKFILL]),
         "stream" => Affected::Restart(&[PERSIST, PRODUCE]),
-        "hub" => Affected::Restart(&[PRODUCE]),
+        "hub" => Affected::Restart(&[PRODUCE, API]),
         "spam" => Affected::Restart(&[SPAM]),
-        "health" | "rest" | "mcp" => Affected::Restart(&[API]),
+        "health" | "rest" | "mcp" | "query" => Affected::Restart(&[API]),
         "logging" | "supervisor" => Affected::NextStart,
         // Read where used, so they apply at once; the number of workers at the next start.
         "backfill" => Affected::ReadWhereUsed,

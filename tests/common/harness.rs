@@ -90,6 +90,11 @@ pub fn env(
         ("WAYPOINT_SUPERVISOR__SHUTDOWN_GRACE_SECONDS", "15".into()),
         ("WAYPOINT_HEALTH__BIND_ADDRESS", "127.0.0.1".into()),
         ("WAYPOINT_HEALTH__PORT", free_port().to_string()),
+        // Each process its own API ports, so tests run side by side.
+        ("WAYPOINT_REST__BIND_ADDRESS", "127.0.0.1".into()),
+        ("WAYPOINT_REST__PORT", free_port().to_string()),
+        ("WAYPOINT_MCP__PORT", free_port().to_string()),
+        ("WAYPOINT_QUERY__HUB_TIMEOUT_MS", "1000".into()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))

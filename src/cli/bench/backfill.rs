@@ -104,20 +104,7 @@ pub async fn run(args: BackfillBenchArgs, mut config: Config) -> anyhow::Result<
 
 async fn measure(config: Config, devhub: &DevHubChild) -> anyhow::Result<Figures> {
     let concurrency = config.backfill.concurrency;
-    let hub = crate::hub::Client::new(crate::hub::options_from_config(&config.hub))?;
-    let registered = fids::all_registered(&hub, None).await?;
-    let redis = crate::streams::Redis::connect(&config.redis).await?;
-    let queue = Queue::new(redis);
-    queue
-        .enqueue(
-            crate::backfill::JobKind::Full,
-            &registered,
-            config.backfill.batch_size,
-            false,
-            None,
-        )
-        .await?;
-    eprintln!("bench: queued {} fids", registered.len());
+    let queue = queue_every_fid(&config).await?;
 
     let plan = BackfillPlan {
         concurrency,
@@ -169,6 +156,25 @@ async fn measure(config: Config, devhub: &DevHubChild) -> anyhow::Result<Figures
     }
     service.shutdown().await.ok();
     Ok(figures)
+}
+
+/// Queues every FID the (bench's) hub has registered, for the backfill to take.
+pub(super) async fn queue_every_fid(config: &Config) -> anyhow::Result<Queue> {
+    let hub = crate::hub::Client::new(crate::hub::options_from_config(&config.hub))?;
+    let registered = fids::all_registered(&hub, None).await?;
+    let redis = crate::streams::Redis::connect(&config.redis).await?;
+    let queue = Queue::new(redis);
+    queue
+        .enqueue(
+            crate::backfill::JobKind::Full,
+            &registered,
+            config.backfill.batch_size,
+            false,
+            None,
+        )
+        .await?;
+    eprintln!("bench: queued {} fids", registered.len());
+    Ok(queue)
 }
 
 /// Batches and seconds applying per backfill part, from the apply-duration histogram.

@@ -2,6 +2,7 @@
 //! (its memory is not counted, its CPU is reported apart) and Waypoint in this process, against
 //! the configured PostgreSQL and Redis, in a scratch database and key prefix removed afterwards.
 
+pub mod api;
 pub mod backfill;
 pub mod stream;
 
@@ -72,6 +73,9 @@ pub(super) fn scratch(config: &mut Config, verify: bool) -> anyhow::Result<()> {
     config.redis.prefix = scratch.replace('_', "-");
     config.hub.verify_messages = verify;
     config.health.port = free_port()?;
+    // The pipeline benchmarks measure the pipeline; `bench api` serves its own.
+    config.rest.enabled = false;
+    config.mcp.enabled = false;
     config.hub.url = format!("http://127.0.0.1:{}", free_port()?);
     Ok(())
 }
