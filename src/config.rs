@@ -408,13 +408,37 @@ pub struct RestConfig {
     pub request_timeout_seconds: u64,
 }
 
+/// Where queries go (`query.source`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourcePolicy {
+    /// The hub; the database when the hub fails or its breaker is open.
+    #[default]
+    HubFirst,
+    /// The database; the hub when the database fails.
+    DbFirst,
+    DbOnly,
+    HubOnly,
+}
+
+impl SourcePolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourcePolicy::HubFirst => "hub-first",
+            SourcePolicy::DbFirst => "db-first",
+            SourcePolicy::DbOnly => "db-only",
+            SourcePolicy::HubOnly => "hub-only",
+        }
+    }
+}
+
 /// `[query]`: where the read APIs get their answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// `hub-first` (the hub; the database when the hub fails), `db-first`, `db-only` or
     /// `hub-only`.
-    pub source: crate::query::SourcePolicy,
+    pub source: SourcePolicy,
     /// Deadline of one query-layer hub call.
     pub hub_timeout_ms: u64,
     /// Hub failures in a row before the circuit opens.
@@ -612,7 +636,7 @@ impl fmt::Debug for RestConfig {
 impl Default for QueryConfig {
     fn default() -> Self {
         Self {
-            source: crate::query::SourcePolicy::default(),
+            source: SourcePolicy::default(),
             hub_timeout_ms: DEFAULT_QUERY_HUB_TIMEOUT_MS,
             breaker_failures: DEFAULT_QUERY_BREAKER_FAILURES,
             breaker_open_seconds: DEFAULT_QUERY_BREAKER_OPEN_SECONDS,

@@ -27,8 +27,7 @@ pub mod model;
 use std::future::Future;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::SourcePolicy;
 use crate::hub::HubError;
 use crate::metrics::{
     LABEL_QUERY, LABEL_SOURCE, QUERY_ANSWERS_TOTAL, QUERY_FALLBACKS_TOTAL, QUERY_UNAVAILABLE_TOTAL,
@@ -36,40 +35,6 @@ use crate::metrics::{
 use crate::store::StoreError;
 pub use breaker::Breaker;
 pub use model::*;
-
-/// Where queries go (`query.source`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourcePolicy {
-    /// The hub; the database when the hub fails or its breaker is open.
-    #[default]
-    HubFirst,
-    /// The database; the hub when the database fails.
-    DbFirst,
-    DbOnly,
-    HubOnly,
-}
-
-impl SourcePolicy {
-    pub fn name(self) -> &'static str {
-        match self {
-            SourcePolicy::HubFirst => "hub-first",
-            SourcePolicy::DbFirst => "db-first",
-            SourcePolicy::DbOnly => "db-only",
-            SourcePolicy::HubOnly => "hub-only",
-        }
-    }
-
-    /// The sources to try, in order.
-    fn order(self) -> &'static [Source] {
-        match self {
-            SourcePolicy::HubFirst => &[Source::Hub, Source::Database],
-            SourcePolicy::DbFirst => &[Source::Database, Source::Hub],
-            SourcePolicy::DbOnly => &[Source::Database],
-            SourcePolicy::HubOnly => &[Source::Hub],
-        }
-    }
-}
 
 /// Why one source could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +144,7 @@ impl DataContext {
         let mut failures: Vec<String> = Vec::new();
         // Sources asked, and those that could not read the cursor.
         let (mut asked, mut refused_cursor) = (0, 0);
-        for source in self.inner.policy.order() {
+        for source in order(self.inner.policy) {
             match source {
                 Source::Hub => {
                     let (Some(reader), Some(run)) = (self.inner.hub.clone(), on_hub.take()) else {
@@ -253,6 +218,16 @@ impl DataContext {
         Err(QueryError::Unavailable {
             message: failures.join("; "),
         })
+    }
+}
+
+/// The sources a policy tries, in order.
+fn order(policy: SourcePolicy) -> &'static [Source] {
+    match policy {
+        SourcePolicy::HubFirst => &[Source::Hub, Source::Database],
+        SourcePolicy::DbFirst => &[Source::Database, Source::Hub],
+        SourcePolicy::DbOnly => &[Source::Database],
+        SourcePolicy::HubOnly => &[Source::Hub],
     }
 }
 

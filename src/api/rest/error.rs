@@ -6,6 +6,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::IntoResponses;
 use utoipa::ToSchema;
 
 use crate::query::QueryError;
@@ -151,4 +152,26 @@ mod tests {
         assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(error.code(), "unavailable");
     }
+}
+
+/// The error answers every route can give.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // documentation only: the answers are built by `ApiError`
+pub enum Errors {
+    /// A parameter is wrong; the message starts with its name (`invalid_parameter`).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// `rest.auth_token` is set and the request has no `Authorization: Bearer <token>`, or a
+    /// wrong one (`unauthorized`); carries `WWW-Authenticate: Bearer`.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The resource does not exist or is not live (`not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Over the client's rate limit (`rate_limited`).
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
+    RateLimited(ErrorBody),
+    /// No source can answer (`unavailable`), or the request timed out (`timeout`).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }

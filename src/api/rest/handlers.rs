@@ -6,10 +6,10 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::{IntoParams, IntoResponses, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
 use super::App;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Errors};
 use super::params::Args;
 use crate::query::{
     Answer, Cast, CastTarget, Conversation, Link, LinkCompactState, OnChainEvent, Page, Profile,
@@ -31,28 +31,6 @@ pub struct List<T> {
     #[schema(required = true)]
     pub next_cursor: Option<String>,
     pub source: Source,
-}
-
-/// The error answers every route can give.
-#[derive(IntoResponses)]
-#[allow(dead_code)] // documentation only: the answers are built by `ApiError`
-pub enum Errors {
-    /// A parameter is wrong; the message starts with its name (`invalid_parameter`).
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// `rest.auth_token` is set and the request has no `Authorization: Bearer <token>`, or a
-    /// wrong one (`unauthorized`); carries `WWW-Authenticate: Bearer`.
-    #[response(status = 401)]
-    Unauthorized(ErrorBody),
-    /// The resource does not exist or is not live (`not_found`).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-    /// Over the client's rate limit (`rate_limited`).
-    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
-    RateLimited(ErrorBody),
-    /// No source can answer (`unavailable`), or the request timed out (`timeout`).
-    #[response(status = 503)]
-    Unavailable(ErrorBody),
 }
 
 /// A fid in the path.
@@ -428,16 +406,4 @@ pub async fn following_feed(State(app): State<App>, args: Args) -> Result<Respon
     let fid = args.fid("fid")?;
     let page = args.page()?;
     Ok(list(app.data.following_feed(fid, page).await?))
-}
-
-/// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object), Errors))]
-pub async fn openapi(args: Args) -> Result<Response, ApiError> {
-    args.only(&[])?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        super::openapi::document(),
-    )
-        .into_response())
 }

@@ -124,7 +124,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<App>)> {
             get(handlers::following_feed),
         ),
         ("/api/v1/sync/status", get(status::sync_status)),
-        ("/api/v1/openapi.json", get(handlers::openapi)),
+        ("/api/v1/openapi.json", get(openapi::serve)),
     ]
 }
 

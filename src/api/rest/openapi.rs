@@ -6,6 +6,10 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use axum::response::{IntoResponse, Response};
+
+use super::error::{ApiError, Errors};
+use super::params::Args;
 use super::{handlers, status};
 
 #[derive(OpenApi)]
@@ -39,7 +43,7 @@ use super::{handlers, status};
         handlers::onchain_events,
         handlers::following_feed,
         status::sync_status,
-        handlers::openapi,
+        serve,
     ),
     components(schemas(super::error::ErrorBody, super::error::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -72,4 +76,16 @@ pub fn document() -> &'static str {
             .to_json()
             .unwrap_or_else(|error| format!("{{\"error\": \"cannot render: {error}\"}}"))
     })
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object), Errors))]
+pub async fn serve(args: Args) -> Result<Response, ApiError> {
+    args.only(&[])?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document(),
+    )
+        .into_response())
 }

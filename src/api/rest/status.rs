@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::App;
 use super::error::ApiError;
-use super::handlers::Errors;
+use super::error::Errors;
 use super::params::Args;
 use crate::query::breaker::CircuitState;
 use crate::runtime::{BackfillStatus, Runtime};
