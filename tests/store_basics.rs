@@ -143,7 +143,7 @@ async fn migrate_command_creates_the_database_and_reports_what_ran() {
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(!stdout.contains("applied"), "{stdout}");
     assert!(
-        stdout.contains("is up to date (V3__query_indexes)"),
+        stdout.contains("is up to date (V4__drop_superseded_indexes)"),
         "{stdout}"
     );
     db.cleanup().await;
