@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use common::harness::{self, devhub, devhub_again, small_hub, wait_converged};
 use common::proxy::Proxy;
 use common::{TestDb, TestRedis};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use waypoint::api::rest;
 use waypoint::cli::Role;
-use waypoint::config::{DatabaseConfig, QueryConfig};
+use waypoint::config::{DatabaseConfig, QueryConfig, RestConfig};
 use waypoint::query::db::DbReader;
 use waypoint::query::hub::HubReader;
 use waypoint::query::{Breaker, DataContext, PageRequest, QueryError, Source, SourcePolicy};
@@ -39,6 +42,47 @@ where
         assert!(started.elapsed() < within, "{what} within {within:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Serves the REST router over `data` on a free port, as the server does.
+async fn serve_rest(data: DataContext) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let port = listener.local_addr().expect("address").port();
+    let config = RestConfig {
+        rate_limit_per_second: 0,
+        ..RestConfig::default()
+    };
+    let app = rest::router(data, &config, None);
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    port
+}
+
+/// One GET over HTTP/1.1: the status and the JSON body.
+async fn rest_get(port: u16, path: &str) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8(raw).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status");
+    let body = serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {body}"));
+    (status, body)
 }
 
 #[tokio::test]
@@ -94,6 +138,9 @@ async fn answers_follow_the_sources_that_can_give_them() {
     };
     let hub_first = context(SourcePolicy::HubFirst);
     let db_first = context(SourcePolicy::DbFirst);
+    // The same query layer behind the REST API: its answers move with the sources too.
+    let rest_port = serve_rest(hub_first.clone()).await;
+    let rest_path = format!("/api/v1/casts/by-fid/{fid}?limit=1000");
 
     // Both up: hub-first asks the hub, db-first the database, and they agree.
     let from_hub = hub_first
@@ -108,6 +155,14 @@ async fn answers_follow_the_sources_that_can_give_them() {
         .expect("answer");
     assert_eq!(from_db.source, Source::Database);
     assert_eq!(from_db.value.items, from_hub.value.items);
+    let (status, body) = rest_get(rest_port, &rest_path).await;
+    assert_eq!(
+        (status, &body["source"]),
+        (200, &Value::from("hub")),
+        "{body}"
+    );
+    let rest_items = body["data"].as_array().expect("data").len();
+    assert_eq!(rest_items, expected, "{body}");
 
     // The hub stops: hub-first answers from the database; once the breaker is open, at once.
     hub.shutdown().await;
@@ -125,6 +180,13 @@ async fn answers_follow_the_sources_that_can_give_them() {
         "an open circuit does not wait for the hub: {:?}",
         started.elapsed()
     );
+    let (status, body) = rest_get(rest_port, &rest_path).await;
+    assert_eq!(
+        (status, &body["source"]),
+        (200, &Value::from("database")),
+        "{body}"
+    );
+    assert_eq!(body["data"].as_array().expect("data").len(), expected);
 
     // Both down: a clear error, soon.
     proxy.cut();
@@ -138,6 +200,9 @@ async fn answers_follow_the_sources_that_can_give_them() {
         other => panic!("expected unavailable, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
+    let (status, body) = rest_get(rest_port, &rest_path).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
 
     // The hub comes back on its address: hub-first returns to it by itself.
     let hub = devhub_again(options, hub_addr).await;
@@ -148,6 +213,12 @@ async fn answers_follow_the_sources_that_can_give_them() {
         }
     })
     .await;
+    let (status, body) = rest_get(rest_port, &rest_path).await;
+    assert_eq!(
+        (status, &body["source"]),
+        (200, &Value::from("hub")),
+        "{body}"
+    );
     // The database is still cut: db-first answers from the hub.
     let answer = db_first
         .casts_by_fid(fid, page(1000))
