@@ -7,10 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::harness::{self, devhub, devhub_again, small_hub, wait_converged};
+use common::http::http;
 use common::proxy::Proxy;
 use common::{TestDb, TestRedis};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waypoint::api::rest;
 use waypoint::cli::Role;
 use waypoint::config::{DatabaseConfig, QueryConfig, RestConfig};
@@ -67,21 +67,10 @@ async fn serve_rest(data: DataContext) -> u16 {
 
 /// One GET over HTTP/1.1: the status and the JSON body.
 async fn rest_get(port: u16, path: &str) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let (status, body) = http("GET", port, path, None)
         .await
-        .expect("connect");
-    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read");
-    let text = String::from_utf8(raw).expect("utf-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status");
-    let body = serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {body}"));
+        .expect("the REST port answers");
+    let body = serde_json::from_str(&body).unwrap_or_else(|error| panic!("{error}: {body}"));
     (status, body)
 }
 
