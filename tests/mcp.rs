@@ -306,19 +306,18 @@ async fn the_surface_its_errors_and_the_host_check() {
     .await;
     assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
     assert!(error.message.starts_with("Invalid cursor"), "{error:?}");
-    // Arguments of the wrong JSON type are refused by rmcp itself, as a tool error naming
-    // what was expected.
-    let arguments = json!({"fid": "one", "hash": "ab"})
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    let result = client
-        .call_tool(CallToolRequestParams::new("get_cast").with_arguments(arguments))
-        .await
-        .expect("a tool error");
-    assert_eq!(result.is_error, Some(true));
-    let text = &result.content[0].as_text().expect("text").text;
-    assert!(text.contains("expected u64"), "{text}");
+    // Arguments of the wrong JSON type: -32602 naming what was expected.
+    let error = refused(&client, "get_cast", json!({"fid": "one", "hash": "ab"})).await;
+    assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{error:?}");
+    assert!(
+        error.message.starts_with("Invalid arguments") && error.message.contains("expected u64"),
+        "{error:?}"
+    );
+    let error = refused(&client, "get_casts_by_fid", json!({"fid": 1, "limit": -3})).await;
+    assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{error:?}");
+    let error = refused(&client, "get_user_by_fid", json!({})).await;
+    assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{error:?}");
+    assert!(error.message.contains("missing field `fid`"), "{error:?}");
 
     // Nothing can answer: a JSON-RPC internal error that says so, at once.
     let started = std::time::Instant::now();
@@ -1192,6 +1191,52 @@ async fn every_tool_and_resource_answers_from_the_database_as_the_hub_dump_says(
 
     client.cancel().await.expect("close");
     pg.close();
+    db.cleanup().await;
+    redis.cleanup().await;
+}
+
+/// `waypoint mcp serve` as an operator runs it: the binary, its own MCP actor on `--bind`,
+/// answering from the hub (`hub-first`) with no pipeline, and a clean exit on SIGTERM.
+#[tokio::test]
+async fn mcp_serve_answers_over_http_and_drains_on_sigterm() {
+    let hub = devhub(small_hub(73)).await;
+    let (db, redis) = (TestDb::new().await, TestRedis::new());
+    let env = harness::env(&db, &redis, &hub.url(), &[]);
+    let port = harness::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let logs = tempfile::tempdir().expect("a log directory");
+    let mut waypoint = common::process::Waypoint::start(
+        &["mcp", "serve", "--bind", &bind],
+        &env,
+        &logs.path().join("waypoint.log"),
+    );
+    waypoint.wait_log("mcp server listening").await;
+
+    let client = connect(bind.parse().expect("an address")).await;
+    let tools = client.list_all_tools().await.expect("tools");
+    let names: BTreeSet<&str> = tools.iter().map(|tool| tool.name.as_ref()).collect();
+    assert_eq!(names, TOOLS.iter().copied().collect::<BTreeSet<_>>());
+    let state = hub.dump_state();
+    let row = state
+        .user_data
+        .iter()
+        .find(|row| row.live && row.user_data_type == 2)
+        .expect("the dataset has display names");
+    let profile = ok(&client, "get_user_by_fid", json!({"fid": row.fid})).await;
+    assert_eq!(profile["fid"], row.fid);
+    assert_eq!(profile["display_name"], row.value);
+    let error = refused(&client, "get_cast", json!({"fid": 1, "hash": "not-hex"})).await;
+    assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+    let _ = client.cancel().await;
+
+    let status = waypoint.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}; log:\n{}", waypoint.log());
+    let log = waypoint.log();
+    assert!(
+        !log.contains("subscriber"),
+        "mcp serve runs no pipeline; log:\n{log}"
+    );
+    hub.shutdown().await;
     db.cleanup().await;
     redis.cleanup().await;
 }

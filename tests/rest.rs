@@ -371,6 +371,52 @@ async fn unknown_routes_other_methods_and_no_sources_are_json_errors() {
     assert!(reply.body.is_empty());
 }
 
+/// A request that outlasts `rest.request_timeout_seconds` (the database is stuck behind a lock
+/// another session holds) is a JSON 503 `timeout` at that deadline, and the same request
+/// answers again once the database does.
+#[tokio::test]
+async fn a_request_over_the_deadline_is_a_503_timeout() {
+    let db = TestDb::new().await;
+    let pg = harness::pool(&db).await;
+    waypoint::store::migrate(&pg).await.expect("migrate");
+    let data = DataContext::new(
+        SourcePolicy::DbOnly,
+        None,
+        Some(DbReader { pg: pg.clone() }),
+        breaker(),
+    );
+    let config = RestConfig {
+        request_timeout_seconds: 1,
+        ..open_config()
+    };
+    let port = serve(data, config, None).await;
+    let path = "/api/v1/casts/by-fid/1";
+    assert_eq!(get(port, path).await.status, 200);
+
+    let mut locker = pg.get().await.expect("a connection");
+    let lock = locker.transaction().await.expect("begin");
+    lock.batch_execute("LOCK TABLE casts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock casts");
+    let started = std::time::Instant::now();
+    let reply = get(port, path).await;
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 503);
+    let (code, message) = reply.error();
+    assert_eq!(code, "timeout");
+    assert!(message.contains("longer than 1 s"), "{message}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    lock.rollback().await.expect("release the lock");
+
+    assert_eq!(get(port, path).await.status, 200);
+    drop(locker);
+    pg.close();
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_configured_token_is_required() {
     let config = RestConfig {

@@ -9,9 +9,7 @@
 //! - `GET /admin/tree`, `POST /admin/actors/{path}/restart`: need
 //!   `Authorization: Bearer <health.admin_token>`; disabled (404) without a token.
 //!
-//! The server runs as a task the actor owns: binding happens in `init` (a port in use fails the
-//! start), the task's unexpected end crashes the actor (so it is restarted), and a graceful stop
-//! lets in-flight requests finish.
+//! The server runs as a task the actor owns, as every server here does (`api::server`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,30 +20,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use waypoint_actors::{Actor, ActorError, Context, NodeStatus};
 
+use super::server::{Msg, Served};
 use crate::runtime::Runtime;
 
 /// Longest a dependency check may take before it counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a graceful stop waits for in-flight requests.
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// This server's own path in the tree.
 const HEALTH_PATH: &str = "root/api/health";
 /// How long `POST /admin/actors/.../restart` waits for the restart before answering 202.
 const ADMIN_RESTART_WAIT: Duration = Duration::from_secs(10);
-
-pub enum Msg {
-    /// The server task ended on its own.
-    ServerExited(String),
-}
-
-pub struct State {
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
-}
 
 /// The health server actor.
 pub struct HealthServer {
@@ -54,69 +40,29 @@ pub struct HealthServer {
 
 impl Actor for HealthServer {
     type Msg = Msg;
-    type State = State;
+    type State = Served;
     type Args = ();
 
-    async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<State, ActorError> {
+    async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<Served, ActorError> {
         let config = self.runtime.config();
         let addr = SocketAddr::new(config.health.bind_address, config.health.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|error| format!("health server cannot listen on {addr}: {error}"))?;
-        tracing::info!(%addr, "health server listening");
         let shutdown = CancellationToken::new();
         let app = router(self.runtime.clone());
-        let stop = shutdown.clone();
-        let mailbox = ctx.mailbox().clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .await;
-            if !stop.is_cancelled() {
-                let reason = match served {
-                    Ok(()) => "health server stopped unexpectedly".to_owned(),
-                    Err(error) => format!("health server failed: {error}"),
-                };
-                let _ = mailbox.try_send(Msg::ServerExited(reason));
-            }
-        });
-        Ok(State {
-            shutdown,
-            task: Some(task),
-        })
+        Served::start(ctx, "health", addr, shutdown, app).await
     }
 
     async fn handle(
         &self,
         _ctx: &Context<Msg>,
         msg: Msg,
-        _state: &mut State,
+        _state: &mut Served,
     ) -> Result<(), ActorError> {
-        match msg {
-            Msg::ServerExited(reason) => Err(reason.into()),
-        }
+        msg.into_crash()
     }
 
-    async fn stopping(&self, _ctx: &Context<Msg>, state: &mut State) -> Result<(), ActorError> {
-        state.shutdown.cancel();
-        if let Some(task) = state.task.take()
-            && tokio::time::timeout(SERVER_STOP_TIMEOUT, task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("health server did not stop in time");
-        }
+    async fn stopping(&self, _ctx: &Context<Msg>, state: &mut Served) -> Result<(), ActorError> {
+        state.stop().await;
         Ok(())
-    }
-}
-
-impl Drop for State {
-    // A crash or kill skips `stopping`; make sure the port is released for the next start.
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod health;
 pub mod mcp;
 pub mod rest;
+mod server;
 
 use std::time::Duration;
 

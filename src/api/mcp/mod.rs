@@ -10,10 +10,8 @@
 //! `get_following_feed`; `resources`: the `waypoint://` templates; the `waypoint_prompt`
 //! prompt), in its JSON shapes (`format`), with its argument names and defaults (`params`).
 //!
-//! The server runs as a task the actor owns, as the health server does: binding happens in
-//! `init` (a port in use fails the start), the task's unexpected end crashes the actor (so it
-//! is restarted), and a graceful stop closes the open sessions and lets in-flight requests
-//! finish.
+//! The server runs as a task the actor owns, as every server here does (`api::server`); a
+//! graceful stop also closes the open sessions.
 
 mod format;
 mod params;
@@ -22,21 +20,17 @@ mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use waypoint_actors::{Actor, ActorError, Context};
 
+use crate::api::server::{Msg, Served};
 use crate::config::McpConfig;
 use crate::query::DataContext;
 use crate::runtime::Runtime;
 pub use tools::WaypointMcp;
-
-/// How long a graceful stop waits for in-flight requests.
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The MCP routes (`/mcp`), with the Host allow-list of `config` (empty: no check). Open
 /// sessions live until the client ends them or they idle out.
@@ -58,16 +52,6 @@ fn router(data: DataContext, config: &McpConfig, shutdown: CancellationToken) ->
     axum::Router::new().nest_service("/mcp", mcp)
 }
 
-pub enum Msg {
-    /// The server task ended on its own.
-    ServerExited(String),
-}
-
-pub struct State {
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
-}
-
 /// The MCP server actor.
 pub struct McpServer {
     pub runtime: Runtime,
@@ -76,68 +60,29 @@ pub struct McpServer {
 
 impl Actor for McpServer {
     type Msg = Msg;
-    type State = State;
+    type State = Served;
     type Args = ();
 
-    async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<State, ActorError> {
+    async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<Served, ActorError> {
         let config = self.runtime.config();
         let addr = SocketAddr::new(config.mcp.bind_address, config.mcp.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|error| format!("mcp server cannot listen on {addr}: {error}"))?;
-        tracing::info!(%addr, policy = self.data.policy().name(), "mcp server listening");
         let shutdown = CancellationToken::new();
+        tracing::info!(policy = self.data.policy().name(), "mcp queries");
         let app = router(self.data.clone(), &config.mcp, shutdown.child_token());
-        let stop = shutdown.clone();
-        let mailbox = ctx.mailbox().clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .await;
-            if !stop.is_cancelled() {
-                let reason = match served {
-                    Ok(()) => "mcp server stopped unexpectedly".to_owned(),
-                    Err(error) => format!("mcp server failed: {error}"),
-                };
-                let _ = mailbox.try_send(Msg::ServerExited(reason));
-            }
-        });
-        Ok(State {
-            shutdown,
-            task: Some(task),
-        })
+        Served::start(ctx, "mcp", addr, shutdown, app).await
     }
 
     async fn handle(
         &self,
         _ctx: &Context<Msg>,
         msg: Msg,
-        _state: &mut State,
+        _state: &mut Served,
     ) -> Result<(), ActorError> {
-        match msg {
-            Msg::ServerExited(reason) => Err(reason.into()),
-        }
+        msg.into_crash()
     }
 
-    async fn stopping(&self, _ctx: &Context<Msg>, state: &mut State) -> Result<(), ActorError> {
-        state.shutdown.cancel();
-        if let Some(task) = state.task.take()
-            && tokio::time::timeout(SERVER_STOP_TIMEOUT, task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("mcp server did not stop in time");
-        }
+    async fn stopping(&self, _ctx: &Context<Msg>, state: &mut Served) -> Result<(), ActorError> {
+        state.stop().await;
         Ok(())
-    }
-}
-
-impl Drop for State {
-    // A crash or kill skips `stopping`; make sure the port is released for the next start.
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }

@@ -3,7 +3,10 @@
 //! invalid-params error with the message clients of the existing Waypoint match on.
 
 use rmcp::ErrorData;
+use rmcp::handler::server::common::FromContextPart;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::schemars::{self, JsonSchema};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::query::{CastTarget, MAX_PAGE_SIZE, PageRequest, ReactionType, TimeWindow};
@@ -19,6 +22,35 @@ pub const DEFAULT_LINK_TYPE: &str = "follow";
 const MAX_HASH_HEX_LEN: usize = 128;
 /// Longest text accepted for names, URLs and search queries, in bytes.
 const MAX_TEXT_LEN: usize = 2048;
+
+/// A tool's arguments, read from the call's `arguments` object.
+///
+/// rmcp's own wrapper of the same name answers arguments of the wrong JSON type (`"fid":
+/// "one"`) with a successful result flagged `isError`; the existing Waypoint, and our
+/// clients, get a JSON-RPC invalid-params error (-32602) for them, as for every other invalid
+/// input. The `#[tool]` macro finds this wrapper by its name and takes the input schema from
+/// it.
+#[derive(Debug)]
+pub struct Parameters<P>(pub P);
+
+impl<P: JsonSchema> JsonSchema for Parameters<P> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        P::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        P::json_schema(generator)
+    }
+}
+
+impl<S, P: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Parameters<P> {
+    fn from_context_part(context: &mut ToolCallContext<'_, S>) -> Result<Self, ErrorData> {
+        let arguments = context.arguments.take().unwrap_or_default();
+        serde_json::from_value(serde_json::Value::Object(arguments))
+            .map(Parameters)
+            .map_err(|error| ErrorData::invalid_params(format!("Invalid arguments: {error}"), None))
+    }
+}
 
 fn default_limit() -> u32 {
     DEFAULT_LIMIT

@@ -10,9 +10,7 @@
 //! - Middleware ([`layers`]) from `[rest]`: bearer token, per-client-address rate limit (burst
 //!   of twice the rate), CORS origins, gzip, request timeout; metrics by route template.
 //!
-//! The server runs as a task the actor owns, as the health server does: binding happens in
-//! `init` (a port in use fails the start), the task's unexpected end crashes the actor, and a
-//! graceful stop lets in-flight requests finish.
+//! The server runs as a task the actor owns, as every server here does (`api::server`).
 
 pub mod error;
 pub mod handlers;
@@ -29,19 +27,17 @@ use axum::Router;
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, get};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use waypoint_actors::{Actor, ActorError, Context};
 
+use crate::api::server::{Msg, Served};
 use crate::config::RestConfig;
 use crate::query::DataContext;
 use crate::runtime::Runtime;
 use error::ApiError;
 
-/// How long a graceful stop waits for in-flight requests.
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long browsers may cache a CORS preflight answer.
 const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 
@@ -200,16 +196,6 @@ async fn no_route(uri: Uri) -> ApiError {
     ))
 }
 
-pub enum Msg {
-    /// The server task ended on its own.
-    ServerExited(String),
-}
-
-pub struct State {
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
-}
-
 /// The REST server actor.
 pub struct RestServer {
     pub runtime: Runtime,
@@ -218,72 +204,29 @@ pub struct RestServer {
 
 impl Actor for RestServer {
     type Msg = Msg;
-    type State = State;
+    type State = Served;
     type Args = ();
 
-    async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<State, ActorError> {
+    async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<Served, ActorError> {
         let config = self.runtime.config();
         let addr = SocketAddr::new(config.rest.bind_address, config.rest.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|error| format!("rest server cannot listen on {addr}: {error}"))?;
-        tracing::info!(%addr, "rest server listening");
         let shutdown = CancellationToken::new();
         let app = router(self.data.clone(), &config.rest, Some(self.runtime.clone()));
-        let stop = shutdown.clone();
-        let mailbox = ctx.mailbox().clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await;
-            if !stop.is_cancelled() {
-                let reason = match served {
-                    Ok(()) => "rest server stopped unexpectedly".to_owned(),
-                    Err(error) => format!("rest server failed: {error}"),
-                };
-                let _ = mailbox.try_send(Msg::ServerExited(reason));
-            }
-        });
-        Ok(State {
-            shutdown,
-            task: Some(task),
-        })
+        Served::start(ctx, "rest", addr, shutdown, app).await
     }
 
     async fn handle(
         &self,
         _ctx: &Context<Msg>,
         msg: Msg,
-        _state: &mut State,
+        _state: &mut Served,
     ) -> Result<(), ActorError> {
-        match msg {
-            Msg::ServerExited(reason) => Err(reason.into()),
-        }
+        msg.into_crash()
     }
 
-    async fn stopping(&self, _ctx: &Context<Msg>, state: &mut State) -> Result<(), ActorError> {
-        state.shutdown.cancel();
-        if let Some(task) = state.task.take()
-            && tokio::time::timeout(SERVER_STOP_TIMEOUT, task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("rest server did not stop in time");
-        }
+    async fn stopping(&self, _ctx: &Context<Msg>, state: &mut Served) -> Result<(), ActorError> {
+        state.stop().await;
         Ok(())
-    }
-}
-
-impl Drop for State {
-    // A crash or kill skips `stopping`; make sure the port is released for the next start.
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
