@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use waypoint_actors::{Actor, ActorError, Context, NodeStatus};
 
 use super::server::{Msg, Served};
@@ -46,9 +45,7 @@ impl Actor for HealthServer {
     async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<Served, ActorError> {
         let config = self.runtime.config();
         let addr = SocketAddr::new(config.health.bind_address, config.health.port);
-        let shutdown = CancellationToken::new();
-        let app = router(self.runtime.clone());
-        Served::start(ctx, "health", addr, shutdown, app).await
+        Served::start(ctx, "health", addr, |_| router(self.runtime.clone())).await
     }
 
     async fn handle(

@@ -42,19 +42,22 @@ pub struct Served {
 }
 
 impl Served {
-    /// Binds `addr` and serves `app` on it (with each connection's peer address available to
-    /// handlers) until `shutdown` is cancelled. `name` names the server in logs and errors.
+    /// Binds `addr` and serves the app `app` builds on it (with each connection's peer address
+    /// available to handlers) until the server stops. `app` gets the token cancelled when the
+    /// server stops, for what must end with it (open sessions, streams). `name` names the
+    /// server in logs and errors.
     pub async fn start(
         ctx: &Context<Msg>,
         name: &'static str,
         addr: SocketAddr,
-        shutdown: CancellationToken,
-        app: axum::Router,
+        app: impl FnOnce(CancellationToken) -> axum::Router,
     ) -> Result<Served, ActorError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|error| format!("{name} server cannot listen on {addr}: {error}"))?;
         tracing::info!(%addr, "{name} server listening");
+        let shutdown = CancellationToken::new();
+        let app = app(shutdown.child_token());
         let stop = shutdown.clone();
         let mailbox = ctx.mailbox().clone();
         let task = tokio::spawn(async move {

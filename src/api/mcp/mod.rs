@@ -66,10 +66,11 @@ impl Actor for McpServer {
     async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<Served, ActorError> {
         let config = self.runtime.config();
         let addr = SocketAddr::new(config.mcp.bind_address, config.mcp.port);
-        let shutdown = CancellationToken::new();
         tracing::info!(policy = self.data.policy().name(), "mcp queries");
-        let app = router(self.data.clone(), &config.mcp, shutdown.child_token());
-        Served::start(ctx, "mcp", addr, shutdown, app).await
+        Served::start(ctx, "mcp", addr, |shutdown| {
+            router(self.data.clone(), &config.mcp, shutdown)
+        })
+        .await
     }
 
     async fn handle(

@@ -27,7 +27,6 @@ use axum::Router;
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, get};
-use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use waypoint_actors::{Actor, ActorError, Context};
@@ -210,9 +209,10 @@ impl Actor for RestServer {
     async fn init(&self, ctx: &Context<Msg>, _args: ()) -> Result<Served, ActorError> {
         let config = self.runtime.config();
         let addr = SocketAddr::new(config.rest.bind_address, config.rest.port);
-        let shutdown = CancellationToken::new();
-        let app = router(self.data.clone(), &config.rest, Some(self.runtime.clone()));
-        Served::start(ctx, "rest", addr, shutdown, app).await
+        Served::start(ctx, "rest", addr, |_| {
+            router(self.data.clone(), &config.rest, Some(self.runtime.clone()))
+        })
+        .await
     }
 
     async fn handle(
